@@ -1,0 +1,32 @@
+"""Batching rule for per-image functions with data-dependent control flow.
+
+Under `jax.vmap`, `lax.cond`/`lax.switch` with a batched predicate run every branch and a
+`while_loop` runs until its slowest member stops. For the NCut that means every compaction bucket
+and every dense fallback on every step. `sequential_vmap` gives such a function a batching rule
+that maps the batch through `lax.map` instead, so each image keeps its real branches.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def sequential_vmap(fn: Callable) -> Callable:
+    """Wrap `fn(*arrays)` so that `jax.vmap` of it runs `lax.map` over the batch."""
+
+    @jax.custom_batching.custom_vmap
+    def wrapped(*args):
+        return fn(*args)
+
+    @wrapped.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        args = tuple(
+            a if batched else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a))
+            for a, batched in zip(args, in_batched)
+        )
+        out = jax.lax.map(lambda xs: wrapped(*xs), args)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return wrapped

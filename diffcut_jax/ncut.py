@@ -1,0 +1,281 @@
+"""Recursive normalized cut (ALGORITHM.md section 2), as one pure, jittable function.
+
+The original recurses in Python over regions. Here the recursion is a `lax.while_loop` over a
+work stack of region ids. Every node always belongs to exactly one region (open or finished), so
+the state is one `(N,)` region-id vector plus a stack of at most N ids. The stack never overflows
+(its entries are disjoint non-empty regions) and the loop runs exactly 2 * splits + 1 times, at
+most 2N - 1.
+
+Each region is compacted into the smallest of a few fixed block sizes before its eigenproblem,
+so the cost falls as regions shrink. The 100 cut values of a split come from one (101 x 101)
+aggregation of the affinities by threshold bin, with no sort and no cancellation:
+NCut(S) = cut(S) * (1/vol(S) + 1/vol(rest)).
+
+Quirks of the original that are kept (the fixtures depend on them):
+  * below depth 0, nodes whose affinity row holds an exact zero are dropped from the active set
+    (they stay in the region and follow the "rest" side of every later split);
+  * 100 thresholds `linspace(0.99 min y, 0.99 max y)`, first argmin, strict `y > th`;
+  * if min(y) > 0 the lowest threshold keeps every node, its NCut is NaN and the region is a leaf.
+Fixed: labels are grouped exactly (the original's float codes collide after ~24 splits).
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffcut_jax.batching import sequential_vmap
+from diffcut_jax.spectral import fiedler_vector
+
+NUM_THRESHOLDS = 100
+# float32 pow rounds results below 2**-150 to zero; torch keeps subnormals above that while XLA
+# flushes them, so "exactly zero in the original" is tested in the log domain.
+_FLOAT32_ZERO_LOG2 = -150.0
+
+
+class Affinity(NamedTuple):
+    weights: jnp.ndarray  # (N, N) W ** alpha
+    zero_rows: jnp.ndarray  # (N,) bool: the row holds an exact zero (in the original's float32)
+    finite: jnp.ndarray  # bool: features were finite and not constant
+
+
+def normalize_features(x: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
+    """Unit L2 norm along `axis`, torch `F.normalize` semantics (eps 1e-12)."""
+    norm = jnp.linalg.norm(x, axis=axis, keepdims=True)
+    return x / jnp.maximum(norm, 1e-12)
+
+
+def min_max_similarity(features: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(N, C) features -> min-max normalized cosine similarities (N, N) and a validity flag.
+
+    Constant (or non-finite) features make max == min; the flag is then False and the
+    similarity matrix is all ones instead of 0/0.
+    """
+    f = normalize_features(features.astype(jnp.float32))
+    w = jnp.matmul(f, f.T, precision="highest")
+    lo, hi = jnp.min(w), jnp.max(w)
+    span = hi - lo
+    ok = jnp.isfinite(span) & (span > 0) & jnp.all(jnp.isfinite(features))
+    w = jnp.where(ok, (w - lo) / jnp.where(ok, span, 1.0), 1.0)
+    return w, ok
+
+
+def affinity(features: jnp.ndarray, alpha) -> Affinity:
+    """W = minmax(F F^T) ** alpha, plus the rows the original treats as holding an exact zero."""
+    w, ok = min_max_similarity(features)
+    alpha = jnp.asarray(alpha, jnp.float32)
+    weights = jnp.power(w, alpha)
+    # Predict the original's underflow to exact 0.0 (see _FLOAT32_ZERO_LOG2).
+    zero = (w == 0.0) | (alpha * jnp.log2(jnp.maximum(w, 1e-38)) <= _FLOAT32_ZERO_LOG2)
+    return Affinity(weights, jnp.any(zero, axis=1) & ok, ok)
+
+
+def default_block_sizes(n: int) -> tuple[int, ...]:
+    """Compaction buckets: n, then steps of ~0.7 down to 16 (each gets its own compiled branch)."""
+    sizes = [n]
+    s = n
+    while s > 24:
+        s = max(16, int(np.ceil(s * 0.7 / 8) * 8))
+        if s < sizes[-1]:
+            sizes.append(s)
+    return tuple(sizes)
+
+
+class Split(NamedTuple):
+    inside: jnp.ndarray  # (N,) bool: S, the nodes above the chosen threshold
+    value: jnp.ndarray  # the NCut value of the best threshold (NaN for the original's NaN stop)
+    accepted_shape: jnp.ndarray  # bool: a proper bipartition was found (eigen ok, not NaN stop)
+
+
+def _cut_values(a, d, y, valid):
+    """NCut of the 100 threshold bipartitions of y; also the thresholds and each node's bin."""
+    big = jnp.finfo(y.dtype).max
+    ymin = jnp.min(jnp.where(valid, y, big))
+    ymax = jnp.max(jnp.where(valid, y, -big))
+    thresholds = jnp.linspace(0.99 * ymin, 0.99 * ymax, NUM_THRESHOLDS, dtype=y.dtype)
+    # bin_i = number of thresholds strictly below y_i; node i is in S_t iff bin_i > t.
+    bins = jnp.searchsorted(thresholds, y, side="left")
+    onehot = jax.nn.one_hot(bins, NUM_THRESHOLDS + 1, dtype=a.dtype) * valid[:, None]
+    grouped = onehot.T @ jnp.matmul(a, onehot, precision="highest")  # (101, 101)
+    vol_bin = onehot.T @ d
+    # vol(S_t) = sum over bins > t; cut_t = sum_{a > t, b <= t} grouped[a, b].
+    vol_in = jnp.cumsum(vol_bin[::-1])[::-1][1:]  # t = 0..99 -> bins t+1..100
+    vol_all = jnp.sum(vol_bin)
+    vol_out = vol_all - vol_in
+    suffix_rows = jnp.cumsum(grouped[::-1], axis=0)[::-1]  # [a, b] = sum_{a' >= a} grouped[a', b]
+    prefix = jnp.cumsum(suffix_rows, axis=1)  # [a, b] = sum_{a' >= a, b' <= b}
+    t = jnp.arange(NUM_THRESHOLDS)
+    cut = prefix[t + 1, t]
+    # As the original: k = vol(S)/vol(V), b = k/(1-k); vol(rest) = 0 gives NaN (the "NaN stop").
+    ncut = jnp.where(vol_out > 0, cut * (1.0 / vol_in + 1.0 / vol_out), jnp.nan)
+    ncut = jnp.where(vol_in > 0, ncut, jnp.nan)
+    return ncut, bins, ymin
+
+
+def _split_block(weights, active, size, *, block, max_iter, tol):
+    """Best threshold bipartition of the active nodes, computed in a (size x size) block."""
+    n_total = weights.shape[0]
+    count = jnp.sum(active)
+    idx = jnp.nonzero(active, size=size, fill_value=0)[0]
+    valid = jnp.arange(size) < count
+    a = weights[idx[:, None], idx[None, :]]
+    a = jnp.where(valid[:, None] & valid[None, :], a, 0.0)
+    d = jnp.sum(a, axis=1)
+    fied = fiedler_vector(a, valid, block=block, max_iter=max_iter, tol=tol)
+    y = fied.vector
+    # Deterministic sign: the entry of largest magnitude is positive (first one on ties).
+    y = y * jnp.where(y[jnp.argmax(jnp.abs(y))] < 0, -1.0, 1.0)
+    ncut, bins, ymin = _cut_values(a, d, y, valid)
+    best = jnp.argmin(jnp.where(jnp.isnan(ncut), jnp.inf, ncut))
+    nan_stop = jnp.isnan(ncut[0]) | (ymin > 0)
+    proper = fied.ok & ~nan_stop & jnp.isfinite(ncut[best])
+    value = jnp.where(nan_stop, jnp.nan, ncut[best])
+    inside_block = valid & (bins > best)
+    inside = jnp.zeros((n_total,), bool).at[idx].max(inside_block)
+    return Split(inside, value, proper)
+
+
+class NCutResult(NamedTuple):
+    labels: jnp.ndarray  # (N,) int32, consecutive from 0
+    num_segments: jnp.ndarray  # int32
+    num_splits: jnp.ndarray  # int32
+    regions_visited: jnp.ndarray  # int32: regions whose bipartition was evaluated
+
+
+def _recursive_ncut_flat(
+    features: jnp.ndarray,
+    tau,
+    alpha,
+    *,
+    block_sizes: Sequence[int],
+    block: int,
+    max_iter: int,
+    tol: float,
+) -> NCutResult:
+    n = features.shape[0]
+    aff = affinity(features, alpha)
+    sizes = jnp.asarray(block_sizes, jnp.int32)
+    branches = [
+        functools.partial(_split_block, size=s, block=block, max_iter=max_iter, tol=tol)
+        for s in block_sizes
+    ]
+
+    def split(active):
+        count = jnp.sum(active)
+        # Smallest block that holds the region (sizes are descending).
+        which = jnp.sum(sizes >= count) - 1
+        return jax.lax.switch(which, branches, aff.weights, active)
+
+    def no_split(active):
+        del active
+        return Split(jnp.zeros((n,), bool), jnp.asarray(jnp.nan, jnp.float32), jnp.asarray(False))
+
+    def cond(state):
+        return state[2] > 0
+
+    def body(state):
+        region, stack, top, n_regions, n_splits, visited = state
+        top = top - 1
+        r = stack[top]
+        in_region = region == r
+        # The root (the only region visited first) keeps every node active; deeper regions
+        # drop the rows with exact zeros, as the original does.
+        active = jnp.where(visited == 0, in_region, in_region & ~aff.zero_rows)
+        can_split = (jnp.sum(active) > 1) & aff.finite
+        result = jax.lax.cond(can_split, split, no_split, active)
+        accept = result.accepted_shape & (result.value < tau)
+        new_id = n_regions
+        rest = in_region & ~result.inside
+        region = jnp.where(accept & rest, new_id, region)
+        # Depth-first like the original: S (which keeps id r) is processed before the rest.
+        stack = jnp.where(accept, stack.at[top].set(new_id).at[top + 1].set(r), stack)
+        top = jnp.where(accept, top + 2, top)
+        return (
+            region,
+            stack,
+            top,
+            n_regions + accept.astype(jnp.int32),
+            n_splits + accept.astype(jnp.int32),
+            visited + 1,
+        )
+
+    init = (
+        jnp.zeros((n,), jnp.int32),
+        jnp.zeros((n + 1,), jnp.int32),
+        jnp.int32(1),
+        jnp.int32(1),
+        jnp.int32(0),
+        jnp.int32(0),
+    )
+    region, _, _, n_regions, n_splits, visited = jax.lax.while_loop(cond, body, init)
+    return NCutResult(region, n_regions, n_splits, visited)
+
+
+def recursive_ncut(
+    features: jnp.ndarray,
+    tau=0.5,
+    alpha=10.0,
+    *,
+    block_sizes: Sequence[int] | None = None,
+    block: int = 16,
+    max_iter: int = 300,
+    tol: float = 1e-5,
+    return_info: bool = False,
+):
+    """Segment a feature map by recursive normalized cut.
+
+    Args:
+      features: (h, w, C) or (B, h, w, C) patch features (any float dtype; computed in float32).
+      tau: NCut acceptance threshold (a split is kept if its NCut < tau). May be traced.
+      alpha: affinity exponent. May be traced.
+      block_sizes: compaction buckets (descending, first = h * w); default: steps of ~0.7.
+      block, max_iter, tol: the eigensolver's subspace size, iteration cap and residual tolerance
+        (see `spectral.fiedler_vector`); it falls back to a dense `eigh` when not converged.
+      return_info: also return an `NCutResult` with split and visit counts.
+
+    Under `jax.vmap` (and for batched input) images are processed one after another with
+    `lax.map`, each with its own branches; see `batching.sequential_vmap`.
+
+    Returns:
+      int32 labels (h, w) (or (B, h, w)), consecutive from 0. Two nodes share a label iff they
+      end in the same leaf region.
+
+    Degenerate input (all give a defined result, never NaN labels and never a hang):
+      * constant features (max similarity == min) or any NaN/Inf feature: one segment;
+      * a 1 x 1 map (or any region with fewer than two active nodes): one segment / a leaf;
+      * an eigensolver failure (non-finite vector): that region becomes a leaf.
+    """
+    if features.ndim == 4:
+        fn = functools.partial(
+            recursive_ncut, block_sizes=block_sizes, block=block, max_iter=max_iter, tol=tol,
+            return_info=return_info,
+        )
+        return jax.vmap(fn, in_axes=(0, None, None))(features, tau, alpha)
+    if features.ndim != 3:
+        raise ValueError(
+            f"recursive_ncut: features must be (h, w, C) or (B, h, w, C), got shape {features.shape}"
+        )
+    h, w, c = features.shape
+    n = h * w
+    if block_sizes is None:
+        block_sizes = default_block_sizes(n)
+    block_sizes = tuple(int(s) for s in block_sizes)
+    if block_sizes[0] != n or any(b >= a for a, b in zip(block_sizes, block_sizes[1:])):
+        raise ValueError(
+            f"recursive_ncut: block_sizes must be strictly descending and start at h*w={n}, "
+            f"got {block_sizes}"
+        )
+    flat = sequential_vmap(
+        functools.partial(
+            _recursive_ncut_flat, block_sizes=block_sizes, block=block, max_iter=max_iter, tol=tol
+        )
+    )
+    result = flat(features.reshape(n, c), jnp.asarray(tau, jnp.float32),
+                  jnp.asarray(alpha, jnp.float32))
+    labels = result.labels.reshape(h, w)
+    if return_info:
+        return labels, result
+    return labels

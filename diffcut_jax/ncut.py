@@ -68,19 +68,20 @@ def affinity(features: jnp.ndarray, alpha) -> Affinity:
     w, ok = min_max_similarity(features)
     alpha = jnp.asarray(alpha, jnp.float32)
     weights = jnp.power(w, alpha)
-    # Predict the original's underflow to exact 0.0 (see _FLOAT32_ZERO_LOG2).
-    zero = (w == 0.0) | (alpha * jnp.log2(jnp.maximum(w, 1e-38)) <= _FLOAT32_ZERO_LOG2)
+    # Predict the original's underflow to exact 0.0: w ** alpha <= 2**-150 <=> w <= 2**(-150/alpha).
+    zero = w <= jnp.exp2(_FLOAT32_ZERO_LOG2 / alpha)
     return Affinity(weights, jnp.any(zero, axis=1) & ok, ok)
 
 
 def default_block_sizes(n: int) -> tuple[int, ...]:
-    """Compaction buckets: n, then steps of ~0.7 down to 16 (each gets its own compiled branch)."""
+    """Compaction buckets: n, then halving down to 16 (each is one compiled branch).
+
+    Finer steps (x0.6, x0.7) waste less padding but measured no faster on the fixtures and cost
+    more compile time (one eigensolver per branch).
+    """
     sizes = [n]
-    s = n
-    while s > 24:
-        s = max(16, int(np.ceil(s * 0.7 / 8) * 8))
-        if s < sizes[-1]:
-            sizes.append(s)
+    while sizes[-1] > 16:
+        sizes.append(max(16, -(-sizes[-1] // 2)))
     return tuple(sizes)
 
 
@@ -231,7 +232,7 @@ def recursive_ncut(
       features: (h, w, C) or (B, h, w, C) patch features (any float dtype; computed in float32).
       tau: NCut acceptance threshold (a split is kept if its NCut < tau). May be traced.
       alpha: affinity exponent. May be traced.
-      block_sizes: compaction buckets (descending, first = h * w); default: steps of ~0.7.
+      block_sizes: compaction buckets (descending, first = h * w); default: halving down to 16.
       block, max_iter, tol: the eigensolver's subspace size, iteration cap and residual tolerance
         (see `spectral.fiedler_vector`); it falls back to a dense `eigh` when not converged.
       return_info: also return an `NCutResult` with split and visit counts.

@@ -1,0 +1,248 @@
+"""The diffusion feature extractor (ALGORITHM.md section 1): images in [0, 1] -> patch features.
+
+    extractor = load_extractor("segmind/SSD-1B")          # or a local diffusers directory
+    feats = extractor(images)                             # (B, H, W, 3) -> (B, S/32, S/32, C)
+
+The jitted boundary is `extract(params, images, noise) -> features`, pure; `params` is an explicit
+pytree (UNet and VAE states plus the constant prompt embeddings). The text encoders run once at
+load time for the prompt embeddings and are then dropped.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diffcut_jax import checkpoint as ckpt
+from diffcut_jax import hub
+from diffcut_jax.image_ops import resize_bilinear
+from diffcut_jax.models import clip, unet, vae
+from diffcut_jax.models.layers import Precision
+
+BOS, EOS = 49406, 49407
+# The tokenizers' pad ids (ALGORITHM.md 1.3) when no tokenizer files are at hand.
+DEFAULT_PAD_IDS = {"text_encoder": 49407, "text_encoder_2": 0}
+MAX_LENGTH = 77
+
+
+def default_dtype():
+    """float32 on CPU, bfloat16 on accelerators."""
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+def _pad_id(root: Path, part: str) -> int:
+    folder = root / ("tokenizer" if part == "text_encoder" else "tokenizer_2")
+    try:
+        special = json.loads((folder / "special_tokens_map.json").read_text())
+        vocab = json.loads((folder / "vocab.json").read_text())
+        pad = special["pad_token"]
+        pad = pad["content"] if isinstance(pad, dict) else pad
+        return int(vocab[pad])
+    except (OSError, ValueError, KeyError):
+        return DEFAULT_PAD_IDS[part]
+
+
+def prompt_ids(root: Path, part: str, prompt: str | None) -> np.ndarray:
+    """(1, 77) token ids: the empty prompt needs no tokenizer; other prompts use the checkpoint's."""
+    pad = _pad_id(root, part)
+    if not prompt:
+        return np.array([[BOS, EOS] + [pad] * (MAX_LENGTH - 2)], np.int32)
+    try:
+        from transformers import CLIPTokenizer
+    except ImportError as e:
+        raise ImportError("a non-empty prompt needs the tokenizer: pip install transformers") from e
+    folder = root / ("tokenizer" if part == "text_encoder" else "tokenizer_2")
+    if not folder.is_dir():
+        raise ckpt.CheckpointError(f"a non-empty prompt needs the tokenizer files in {folder}")
+    tok = CLIPTokenizer.from_pretrained(str(folder))
+    return np.asarray(
+        tok(prompt, padding="max_length", max_length=MAX_LENGTH, truncation=True)["input_ids"], np.int32
+    )[None]
+
+
+def noise_schedule(root: Path | None, timestep: int) -> tuple[float, float]:
+    """(sqrt(abar_t), sqrt(1 - abar_t)) of the "scaled_linear" DDPM schedule (or the checkpoint's)."""
+    cfg: dict[str, Any] = {}
+    if root is not None and (root / "scheduler" / "scheduler_config.json").exists():
+        cfg = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    start, end = cfg.get("beta_start", 0.00085), cfg.get("beta_end", 0.012)
+    n = cfg.get("num_train_timesteps", 1000)
+    kind = cfg.get("beta_schedule", "scaled_linear")
+    if kind == "scaled_linear":
+        betas = np.linspace(start**0.5, end**0.5, n, dtype=np.float64) ** 2
+    elif kind == "linear":
+        betas = np.linspace(start, end, n, dtype=np.float64)
+    else:
+        raise ckpt.CheckpointError(f"scheduler beta_schedule {kind!r} is not supported")
+    if not 0 <= timestep < n:
+        raise ValueError(f"timestep must be in [0, {n}), got {timestep}")
+    abar = np.cumprod(1.0 - betas)[timestep]
+    return float(np.sqrt(abar)), float(np.sqrt(1.0 - abar))
+
+
+def _size(image_size) -> tuple[int, int]:
+    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if h % 32 or w % 32 or h <= 0 or w <= 0:
+        raise ValueError(f"image_size must be positive multiples of 32, got {(h, w)}")
+    return int(h), int(w)
+
+
+@dataclass
+class Conditioning:
+    context: jnp.ndarray  # (1, 77, D)
+    pooled: jnp.ndarray | None  # (1, P) SDXL family
+    time_ids: jnp.ndarray | None  # (1, 6)
+
+
+def encode_prompt(files: hub.CheckpointFiles, prompt: str | None, size: tuple[int, int],
+                  sdxl: bool) -> Conditioning:
+    """Prompt embeddings (ALGORITHM.md 1.3). Text encoders run in float32 and are freed after."""
+    outputs = {}
+    for part in ("text_encoder", "text_encoder_2") if sdxl else ("text_encoder",):
+        if part not in files.parts:
+            raise ckpt.CheckpointError(f"{files.root}: missing {part}/ (needed by this UNet)")
+        cfg = clip.CLIPTextConfig.from_transformers(files.config(part), with_projection=part == "text_encoder_2")
+        graphdef, params = ckpt.load_module(
+            lambda r, cfg=cfg: clip.CLIPTextModel(cfg, rngs=r),
+            ckpt.SafetensorsSource(files.weights(part)),
+            ignore=clip.IGNORE_PATTERNS, rename=clip.strip_text_model_prefix, part=f"{files.root}/{part}",
+        )
+        ids = jnp.asarray(prompt_ids(files.root, part, prompt))
+        out = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(jnp.float32), params))(ids)
+        outputs[part] = jax.device_get(out)
+        del graphdef, params, out
+    if sdxl:
+        te1, te2 = outputs["text_encoder"], outputs["text_encoder_2"]
+        context = np.concatenate([te1.hidden_states[-2], te2.hidden_states[-2]], axis=-1)
+        h, w = size
+        return Conditioning(jnp.asarray(context), jnp.asarray(te2.text_embeds),
+                            jnp.asarray([[h, w, 0, 0, h, w]], jnp.float32))
+    return Conditioning(jnp.asarray(outputs["text_encoder"].last_hidden_state), None, None)
+
+
+class DiffusionFeatureExtractor:
+    """Callable: images (B, H, W, 3) in [0, 1] -> features (B, S_h/32, S_w/32, C), float32."""
+
+    def __init__(self, *, unet_graph, vae_graph, params, unet_config, vae_config, size, timestep,
+                 schedule, noise):
+        self.unet_config = unet_config
+        self.vae_config = vae_config
+        self.image_size = size
+        self.timestep = timestep
+        self.params = params
+        self.noise = noise
+        self.unet_graph = unet_graph
+        self.vae_graph = vae_graph
+        self._latent = jax.jit(lambda p, im: nnx.merge(vae_graph, p)(im.astype(jnp.float32)))
+        self._extract = jax.jit(functools.partial(
+            extract, unet_graph=unet_graph, vae_graph=vae_graph, size=size, timestep=timestep,
+            schedule=schedule,
+        ))
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        s = 8 * self.unet_config.feature_stride
+        return self.image_size[0] // s, self.image_size[1] // s, self.unet_config.feature_channels
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.image_size[0] // 8, self.image_size[1] // 8, self.vae_config.latent_channels
+
+    def encode_latent(self, images: jnp.ndarray) -> jnp.ndarray:
+        """The VAE alone: images (B, S_h, S_w, 3) in [0, 1] -> scaled posterior mean."""
+        return self._latent(self.params["vae"], images)
+
+    def __call__(self, images: jnp.ndarray, noise: jnp.ndarray | None = None) -> jnp.ndarray:
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (B, H, W, 3) in [0, 1], got shape {images.shape}")
+        noise = self.noise if noise is None else noise
+        if noise.shape[1:] != self.latent_shape:
+            raise ValueError(f"noise must be (1 or B, {', '.join(map(str, self.latent_shape))}), got {noise.shape}")
+        return self._extract(self.params, images, noise)
+
+
+def extract(params, images, noise, *, unet_graph, vae_graph, size, timestep, schedule):
+    """The pure forward: (params, images, noise) -> features."""
+    if images.shape[1:3] != size:
+        images = jax.vmap(lambda im: resize_bilinear(im.astype(jnp.float32), size))(images)
+    latent = nnx.merge(vae_graph, params["vae"])(images.astype(jnp.float32))
+    a, s = schedule
+    noisy = a * latent + s * noise.astype(jnp.float32)
+    b = images.shape[0]
+    cond = params["conditioning"]
+    context = jnp.broadcast_to(cond["context"], (b,) + cond["context"].shape[1:])
+    kwargs = {}
+    if cond.get("pooled") is not None:
+        kwargs = dict(
+            text_embeds=jnp.broadcast_to(cond["pooled"], (b,) + cond["pooled"].shape[1:]),
+            time_ids=jnp.broadcast_to(cond["time_ids"], (b, 6)),
+        )
+    feats = nnx.merge(unet_graph, params["unet"])(noisy, timestep, context, **kwargs)
+    return feats.astype(jnp.float32)
+
+
+def load_extractor(
+    model: str | Path = "segmind/SSD-1B",
+    *,
+    dtype=None,
+    param_dtype=None,
+    vae_dtype=jnp.float32,
+    timestep: int = 50,
+    image_size=1024,
+    seed: int = 0,
+    prompt: str | None = None,
+    prefer_fp16: bool = True,
+) -> DiffusionFeatureExtractor:
+    """Build the extractor from a diffusers checkpoint (local directory or hub id).
+
+    Args:
+      model: local diffusers directory or hub id (downloaded with huggingface_hub, only the needed
+        files, fp16 variant first).
+      dtype: UNet compute dtype; default float32 on CPU, bfloat16 on accelerators.
+      param_dtype: UNet parameter dtype; default = dtype.
+      vae_dtype: VAE parameter and compute dtype (float32: the XL VAE overflows in fp16).
+      timestep: diffusion timestep t of the noisy latent (paper: 50).
+      image_size: working size S (int) or (height, width), multiples of 32; inputs are resized.
+      seed: seed of the one noise draw shared by every image (pass `noise=` to calls to override).
+      prompt: text prompt (default: the empty prompt, as the paper).
+    """
+    dtype = dtype or default_dtype()
+    param_dtype = param_dtype or dtype
+    size = _size(image_size)
+    files = hub.resolve(model, prefer_fp16=prefer_fp16, tokenizers=bool(prompt))
+    ucfg = unet.UNetConfig.from_diffusers(files.config("unet"))
+    vcfg = vae.VAEConfig.from_diffusers(files.config("vae"))
+    sdxl = ucfg.addition_embed_type == "text_time"
+    cond = encode_prompt(files, prompt, size, sdxl)
+
+    vae_p = Precision(param_dtype=vae_dtype, dtype=vae_dtype)
+    vae_graph, vae_params = ckpt.load_module(
+        lambda r: vae.VAEEncoder(vcfg, precision=vae_p, rngs=r),
+        ckpt.SafetensorsSource(files.weights("vae", prefer_fp16)),
+        ignore=vae.IGNORE_PATTERNS, part=f"{files.root}/vae",
+    )
+    unet_p = Precision(param_dtype=param_dtype, dtype=dtype)
+    unet_graph, unet_params = ckpt.load_module(
+        lambda r: unet.UNetEncoder(ucfg, precision=unet_p, rngs=r),
+        ckpt.SafetensorsSource(files.weights("unet", prefer_fp16)),
+        ignore=unet.ignore_patterns(ucfg), part=f"{files.root}/unet",
+    )
+    params = {
+        "unet": unet_params,
+        "vae": vae_params,
+        "conditioning": {"context": cond.context, "pooled": cond.pooled, "time_ids": cond.time_ids},
+    }
+    latent = (size[0] // 8, size[1] // 8, vcfg.latent_channels)
+    noise = jax.random.normal(jax.random.PRNGKey(seed), (1,) + latent, jnp.float32)
+    return DiffusionFeatureExtractor(
+        unet_graph=unet_graph, vae_graph=vae_graph, params=params, unet_config=ucfg,
+        vae_config=vcfg, size=size, timestep=timestep, schedule=noise_schedule(files.root, timestep),
+        noise=noise,
+    )

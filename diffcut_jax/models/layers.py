@@ -1,0 +1,210 @@
+"""Building blocks shared by the UNet and the VAE, in Flax NNX, NHWC.
+
+Attribute names mirror diffusers' module names (`to_out` is a one-element list, `ff.net` holds
+`[GEGLU, Dropout, Linear]`) so that a parameter's NNX path spells its PyTorch name; see
+`diffcut_jax/checkpoint.py`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Parameter dtype and compute dtype, set separately."""
+
+    param_dtype: jnp.dtype = jnp.float32
+    dtype: jnp.dtype = jnp.float32
+
+
+def conv(cin, cout, kernel, p: Precision, rngs, *, stride=1, padding=None, use_bias=True):
+    pad = kernel // 2 if padding is None else padding
+    return nnx.Conv(
+        cin, cout, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+        use_bias=use_bias, dtype=p.dtype, param_dtype=p.param_dtype, rngs=rngs,
+    )
+
+
+def linear(cin, cout, p: Precision, rngs, *, use_bias=True):
+    return nnx.Linear(cin, cout, use_bias=use_bias, dtype=p.dtype, param_dtype=p.param_dtype, rngs=rngs)
+
+
+def group_norm(c, groups, eps, p: Precision, rngs):
+    return nnx.GroupNorm(
+        c, num_groups=groups, epsilon=eps, use_fast_variance=False,
+        dtype=p.dtype, param_dtype=p.param_dtype, rngs=rngs,
+    )
+
+
+def layer_norm(c, eps, p: Precision, rngs):
+    return nnx.LayerNorm(
+        c, epsilon=eps, use_fast_variance=False, dtype=p.dtype, param_dtype=p.param_dtype, rngs=rngs
+    )
+
+
+def timestep_embedding(t: jnp.ndarray, dim: int, *, flip_sin_to_cos: bool, freq_shift: float,
+                       max_period: float = 10000.0) -> jnp.ndarray:
+    """diffusers' `get_timestep_embedding` (sinusoidal), float32."""
+    half = dim // 2
+    exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift)
+    emb = t.astype(jnp.float32)[:, None] * jnp.exp(exponent)[None, :]
+    sin, cos = jnp.sin(emb), jnp.cos(emb)
+    emb = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+class TimestepEmbedding(nnx.Module):
+    def __init__(self, cin, cout, p: Precision, rngs):
+        self.linear_1 = linear(cin, cout, p, rngs)
+        self.linear_2 = linear(cout, cout, p, rngs)
+
+    def __call__(self, x):
+        return self.linear_2(jax.nn.silu(self.linear_1(x)))
+
+
+class ResnetBlock2D(nnx.Module):
+    def __init__(self, cin, cout, temb_channels, *, groups, eps, p: Precision, rngs):
+        self.norm1 = group_norm(cin, groups, eps, p, rngs)
+        self.conv1 = conv(cin, cout, 3, p, rngs)
+        self.time_emb_proj = linear(temb_channels, cout, p, rngs) if temb_channels else None
+        self.norm2 = group_norm(cout, groups, eps, p, rngs)
+        self.conv2 = conv(cout, cout, 3, p, rngs)
+        self.conv_shortcut = conv(cin, cout, 1, p, rngs) if cin != cout else None
+
+    def __call__(self, x, temb=None):
+        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        if self.time_emb_proj is not None:
+            h = h + self.time_emb_proj(jax.nn.silu(temb))[:, None, None, :]
+        h = self.conv2(jax.nn.silu(self.norm2(h)))
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return x + h
+
+
+class Downsample2D(nnx.Module):
+    """Stride-2 3x3 conv. padding=0 is the VAE's variant: pad right and bottom by one first."""
+
+    def __init__(self, c, *, padding, p: Precision, rngs):
+        self.padding = padding
+        self.conv = conv(c, c, 3, p, rngs, stride=2, padding=padding)
+
+    def __call__(self, x):
+        if self.padding == 0:
+            x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+        return self.conv(x)
+
+
+def attention(q, k, v, heads: int, *, causal: bool = False):
+    """(B, T, H*D) projections -> (B, T, H*D) through `jax.nn.dot_product_attention`."""
+    b, t, c = q.shape
+    s = k.shape[1]
+    d = c // heads
+    out = jax.nn.dot_product_attention(
+        q.reshape(b, t, heads, d), k.reshape(b, s, heads, d), v.reshape(b, s, heads, d),
+        is_causal=causal,
+    )
+    return out.reshape(b, t, c)
+
+
+class Attention(nnx.Module):
+    """diffusers `Attention` (self- or cross-), without residual or norm."""
+
+    def __init__(self, dim, context_dim, heads, *, bias, p: Precision, rngs):
+        self.heads = heads
+        self.to_q = linear(dim, dim, p, rngs, use_bias=bias)
+        self.to_k = linear(context_dim, dim, p, rngs, use_bias=bias)
+        self.to_v = linear(context_dim, dim, p, rngs, use_bias=bias)
+        self.to_out = nnx.List([linear(dim, dim, p, rngs)])
+
+    def __call__(self, x, context=None):
+        context = x if context is None else context
+        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        return self.to_out[0](out)
+
+
+class GEGLU(nnx.Module):
+    def __init__(self, dim, inner, p: Precision, rngs):
+        self.proj = linear(dim, inner * 2, p, rngs)
+
+    def __call__(self, x):
+        hidden, gate = jnp.split(self.proj(x), 2, axis=-1)
+        return hidden * jax.nn.gelu(gate, approximate=False)
+
+
+class FeedForward(nnx.Module):
+    def __init__(self, dim, p: Precision, rngs):
+        inner = 4 * dim
+        self.net = nnx.List([GEGLU(dim, inner, p, rngs), nnx.Dropout(0.0), linear(inner, dim, p, rngs)])
+
+    def __call__(self, x):
+        return self.net[2](self.net[0](x))
+
+
+class BasicTransformerBlock(nnx.Module):
+    """Self-attention, cross-attention, GEGLU feed-forward, each pre-LayerNorm with residual.
+
+    `feature_only=True` builds just `norm1` and `attn1`: the call then returns attn1's output
+    (DiffCut's feature layer) and nothing after it exists.
+    """
+
+    def __init__(self, dim, context_dim, heads, *, feature_only=False, p: Precision, rngs):
+        self.feature_only = feature_only
+        self.norm1 = layer_norm(dim, 1e-5, p, rngs)
+        self.attn1 = Attention(dim, dim, heads, bias=False, p=p, rngs=rngs)
+        if not feature_only:
+            self.norm2 = layer_norm(dim, 1e-5, p, rngs)
+            self.attn2 = Attention(dim, context_dim, heads, bias=False, p=p, rngs=rngs)
+            self.norm3 = layer_norm(dim, 1e-5, p, rngs)
+            self.ff = FeedForward(dim, p, rngs)
+
+    def __call__(self, x, context):
+        a = self.attn1(self.norm1(x))
+        if self.feature_only:
+            return a
+        x = x + a
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class Transformer2DModel(nnx.Module):
+    """diffusers `Transformer2DModel` (continuous input); `feature_only` stops at the feature layer."""
+
+    def __init__(self, c, context_dim, heads, layers, *, groups, linear_projection,
+                 feature_only=False, p: Precision, rngs):
+        self.linear_projection = linear_projection
+        self.feature_only = feature_only
+        self.norm = group_norm(c, groups, 1e-6, p, rngs)
+        self.proj_in = linear(c, c, p, rngs) if linear_projection else conv(c, c, 1, p, rngs)
+        self.transformer_blocks = nnx.List([
+            BasicTransformerBlock(
+                c, context_dim, heads, feature_only=feature_only and i == layers - 1, p=p, rngs=rngs
+            )
+            for i in range(layers)
+        ])
+        if not feature_only:
+            self.proj_out = linear(c, c, p, rngs) if linear_projection else conv(c, c, 1, p, rngs)
+
+    def __call__(self, x, context):
+        b, h, w, c = x.shape
+        residual = x
+        x = self.norm(x)
+        if self.linear_projection:
+            x = self.proj_in(x.reshape(b, h * w, c))
+        else:
+            x = self.proj_in(x).reshape(b, h * w, c)
+        for block in self.transformer_blocks:
+            x = block(x, context)
+        if self.feature_only:
+            return x.reshape(b, h, w, c)
+        if self.linear_projection:
+            x = self.proj_out(x).reshape(b, h, w, c)
+        else:
+            x = self.proj_out(x.reshape(b, h, w, c))
+        return x + residual

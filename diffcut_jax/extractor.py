@@ -97,12 +97,10 @@ def _size(image_size) -> tuple[int, int]:
 @dataclass
 class Conditioning:
     context: jnp.ndarray  # (1, 77, D)
-    pooled: jnp.ndarray | None  # (1, P) SDXL family
-    time_ids: jnp.ndarray | None  # (1, 6)
+    pooled: jnp.ndarray | None  # (1, P) SDXL family; its time ids follow the working size
 
 
-def encode_prompt(files: hub.CheckpointFiles, prompt: str | None, size: tuple[int, int],
-                  sdxl: bool) -> Conditioning:
+def encode_prompt(files: hub.CheckpointFiles, prompt: str | None, sdxl: bool) -> Conditioning:
     """Prompt embeddings (ALGORITHM.md 1.3). Text encoders run in float32 and are freed after."""
     outputs = {}
     for part in ("text_encoder", "text_encoder_2") if sdxl else ("text_encoder",):
@@ -121,55 +119,81 @@ def encode_prompt(files: hub.CheckpointFiles, prompt: str | None, size: tuple[in
     if sdxl:
         te1, te2 = outputs["text_encoder"], outputs["text_encoder_2"]
         context = np.concatenate([te1.hidden_states[-2], te2.hidden_states[-2]], axis=-1)
-        h, w = size
-        return Conditioning(jnp.asarray(context), jnp.asarray(te2.text_embeds),
-                            jnp.asarray([[h, w, 0, 0, h, w]], jnp.float32))
-    return Conditioning(jnp.asarray(outputs["text_encoder"].last_hidden_state), None, None)
+        return Conditioning(jnp.asarray(context), jnp.asarray(te2.text_embeds))
+    return Conditioning(jnp.asarray(outputs["text_encoder"].last_hidden_state), None)
 
 
 class DiffusionFeatureExtractor:
-    """Callable: images (B, H, W, 3) in [0, 1] -> features (B, S_h/32, S_w/32, C), float32."""
+    """Callable: images (B, H, W, 3) in [0, 1] -> features (B, S_h/32, S_w/32, C), float32.
+
+    The working size S is `image_size` unless a call passes `size=(h, w)`; one compiled function
+    per (batch, input size, working size).
+    """
 
     def __init__(self, *, unet_graph, vae_graph, params, unet_config, vae_config, size, timestep,
-                 schedule, noise):
+                 schedule, seed):
         self.unet_config = unet_config
         self.vae_config = vae_config
         self.image_size = size
         self.timestep = timestep
+        self.schedule = schedule
+        self.seed = seed
         self.params = params
-        self.noise = noise
         self.unet_graph = unet_graph
         self.vae_graph = vae_graph
+        self._noise = {}
         self._latent = jax.jit(lambda p, im: nnx.merge(vae_graph, p)(im.astype(jnp.float32)))
-        self._extract = jax.jit(functools.partial(
-            extract, unet_graph=unet_graph, vae_graph=vae_graph, size=size, timestep=timestep,
-            schedule=schedule,
-        ))
+        self._extract = jax.jit(
+            functools.partial(extract, unet_graph=unet_graph, vae_graph=vae_graph,
+                              timestep=timestep, schedule=schedule),
+            static_argnames=("size",),
+        )
+
+    def feature_shape_for(self, size) -> tuple[int, int, int]:
+        s = 8 * self.unet_config.feature_stride
+        return size[0] // s, size[1] // s, self.unet_config.feature_channels
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:
-        s = 8 * self.unet_config.feature_stride
-        return self.image_size[0] // s, self.image_size[1] // s, self.unet_config.feature_channels
+        return self.feature_shape_for(self.image_size)
+
+    def latent_shape_for(self, size) -> tuple[int, int, int]:
+        return size[0] // 8, size[1] // 8, self.vae_config.latent_channels
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        return self.image_size[0] // 8, self.image_size[1] // 8, self.vae_config.latent_channels
+        return self.latent_shape_for(self.image_size)
+
+    def noise_for(self, size) -> jnp.ndarray:
+        """The one noise draw (from `seed`) for a working size, shared by every image."""
+        size = _size(size)
+        if size not in self._noise:
+            key = jax.random.PRNGKey(self.seed)
+            self._noise[size] = jax.random.normal(key, (1,) + self.latent_shape_for(size), jnp.float32)
+        return self._noise[size]
+
+    @property
+    def noise(self) -> jnp.ndarray:
+        return self.noise_for(self.image_size)
 
     def encode_latent(self, images: jnp.ndarray) -> jnp.ndarray:
         """The VAE alone: images (B, S_h, S_w, 3) in [0, 1] -> scaled posterior mean."""
         return self._latent(self.params["vae"], images)
 
-    def __call__(self, images: jnp.ndarray, noise: jnp.ndarray | None = None) -> jnp.ndarray:
+    def __call__(self, images: jnp.ndarray, noise: jnp.ndarray | None = None, *, size=None) -> jnp.ndarray:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be (B, H, W, 3) in [0, 1], got shape {images.shape}")
-        noise = self.noise if noise is None else noise
-        if noise.shape[1:] != self.latent_shape:
-            raise ValueError(f"noise must be (1 or B, {', '.join(map(str, self.latent_shape))}), got {noise.shape}")
-        return self._extract(self.params, images, noise)
+        size = _size(size or self.image_size)
+        noise = self.noise_for(size) if noise is None else noise
+        if noise.shape[1:] != self.latent_shape_for(size):
+            raise ValueError(
+                f"noise must be (1 or B, {', '.join(map(str, self.latent_shape_for(size)))}), got {noise.shape}"
+            )
+        return self._extract(self.params, images, noise, size=size)
 
 
 def extract(params, images, noise, *, unet_graph, vae_graph, size, timestep, schedule):
-    """The pure forward: (params, images, noise) -> features."""
+    """The pure forward: (params, images, noise) -> features; `size` the static working size."""
     if images.shape[1:3] != size:
         images = jax.vmap(lambda im: resize_bilinear(im.astype(jnp.float32), size))(images)
     latent = nnx.merge(vae_graph, params["vae"])(images.astype(jnp.float32))
@@ -180,9 +204,10 @@ def extract(params, images, noise, *, unet_graph, vae_graph, size, timestep, sch
     context = jnp.broadcast_to(cond["context"], (b,) + cond["context"].shape[1:])
     kwargs = {}
     if cond.get("pooled") is not None:
+        h, w = size
         kwargs = dict(
             text_embeds=jnp.broadcast_to(cond["pooled"], (b,) + cond["pooled"].shape[1:]),
-            time_ids=jnp.broadcast_to(cond["time_ids"], (b, 6)),
+            time_ids=jnp.broadcast_to(jnp.asarray([h, w, 0, 0, h, w], jnp.float32), (b, 6)),
         )
     feats = nnx.merge(unet_graph, params["unet"])(noisy, timestep, context, **kwargs)
     return feats.astype(jnp.float32)
@@ -220,7 +245,7 @@ def load_extractor(
     ucfg = unet.UNetConfig.from_diffusers(files.config("unet"))
     vcfg = vae.VAEConfig.from_diffusers(files.config("vae"))
     sdxl = ucfg.addition_embed_type == "text_time"
-    cond = encode_prompt(files, prompt, size, sdxl)
+    cond = encode_prompt(files, prompt, sdxl)
 
     vae_p = Precision(param_dtype=vae_dtype, dtype=vae_dtype)
     vae_graph, vae_params = ckpt.load_module(
@@ -237,12 +262,10 @@ def load_extractor(
     params = {
         "unet": unet_params,
         "vae": vae_params,
-        "conditioning": {"context": cond.context, "pooled": cond.pooled, "time_ids": cond.time_ids},
+        "conditioning": {"context": cond.context, "pooled": cond.pooled},
     }
-    latent = (size[0] // 8, size[1] // 8, vcfg.latent_channels)
-    noise = jax.random.normal(jax.random.PRNGKey(seed), (1,) + latent, jnp.float32)
     return DiffusionFeatureExtractor(
         unet_graph=unet_graph, vae_graph=vae_graph, params=params, unet_config=ucfg,
         vae_config=vcfg, size=size, timestep=timestep, schedule=noise_schedule(files.root, timestep),
-        noise=noise,
+        seed=seed,
     )

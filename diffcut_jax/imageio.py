@@ -1,0 +1,148 @@
+"""Reading user images robustly and writing label maps, overlays and heat maps atomically."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+PARTIAL_SUFFIX = ".partial"
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit
+
+
+class ImageReadError(ValueError):
+    """An input that is not a usable image; the message is the one-line reason."""
+
+
+def read_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to float32 RGB (H, W, 3) in [0, 1].
+
+    Grayscale, RGBA/LA (alpha dropped), palette, CMYK and 16-bit images become RGB; EXIF rotation
+    is applied. Raises ImageReadError with a one-line reason for anything unusable.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ImageReadError(f"cannot read file ({e.strerror})") from e
+    if size == 0:
+        raise ImageReadError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageReadError(f"too large: {w} x {h} pixels (limit {max_pixels})")
+                if w == 0 or h == 0:
+                    raise ImageReadError(f"zero-size image ({w} x {h})")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb_array(im)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"too large ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"truncated or corrupt image ({e})") from None
+
+
+def _to_rgb_array(im) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        if mode == "I" and arr.max() <= 65535:
+            scale = 65535.0 if arr.max() > 255 else 255.0
+        gray = np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode != "RGB":
+        im = im.convert("RGB")  # L, LA, RGBA, P, PA, CMYK, YCbCr, 1, ...
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp_path)` then rename into place: no half-written file under the final name."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def remove_partials(folder: Path) -> int:
+    """Delete leftovers of an interrupted run."""
+    n = 0
+    for p in Path(folder).rglob(f"*{PARTIAL_SUFFIX}"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def write_labels_png(path: Path, labels: np.ndarray) -> None:
+    """Label map as PNG: 8-bit up to 255, 16-bit above."""
+    from PIL import Image
+
+    labels = np.asarray(labels)
+    if labels.min() < 0 or labels.max() > 65535:
+        raise ValueError(f"labels out of PNG range: [{labels.min()}, {labels.max()}]")
+    img = Image.fromarray(labels.astype(np.uint8)) if labels.max() <= 255 else \
+        Image.fromarray(labels.astype(np.uint16))
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def read_labels_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.int32)
+
+
+def palette(n: int) -> np.ndarray:
+    """n distinct colours (uint8 (n, 3)), golden-ratio hues."""
+    hues = (np.arange(n) * 0.618033988749895) % 1.0
+    sat = 0.65 + 0.35 * ((np.arange(n) // 7) % 2)
+    return (255 * _hsv_to_rgb(hues, sat, np.full(n, 0.95))).astype(np.uint8)
+
+
+def _hsv_to_rgb(h, s, v):
+    i = np.floor(h * 6).astype(int) % 6
+    f = h * 6 - np.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    table = np.stack([
+        np.stack([v, t, p], -1), np.stack([q, v, p], -1), np.stack([p, v, t], -1),
+        np.stack([p, q, v], -1), np.stack([t, p, v], -1), np.stack([v, p, q], -1),
+    ])
+    return table[i, np.arange(len(h))]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """uint8 RGB: the photo blended with one colour per segment."""
+    colours = palette(int(labels.max()) + 1).astype(np.float32) / 255.0
+    out = (1 - alpha) * image + alpha * colours[labels]
+    return (255 * np.clip(out, 0, 1) + 0.5).astype(np.uint8)
+
+
+def heat_colours(values: np.ndarray) -> np.ndarray:
+    """Map [0, 1] to a blue-cyan-yellow-red ramp (float RGB)."""
+    stops = np.array([[0.05, 0.05, 0.5], [0.0, 0.6, 0.9], [0.95, 0.9, 0.1], [0.85, 0.1, 0.05]])
+    x = np.clip(values, 0, 1) * (len(stops) - 1)
+    i = np.minimum(np.floor(x).astype(int), len(stops) - 2)
+    f = (x - i)[..., None]
+    return (1 - f) * stops[i] + f * stops[i + 1]
+
+
+def write_rgb_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(rgb, np.uint8), mode="RGB")
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

@@ -1,0 +1,91 @@
+r"""Semantic coherence heat map: `diffcut-jax coherence` = `python -m launch.coherence`.
+
+    diffcut-jax coherence photo.jpg --patch 12,20 [--output coherence.png]
+
+Cosine similarity of one patch's feature (row, column in feature coordinates: the image is
+`image_size / 32` patches on its long side) to every patch, drawn over the image
+(ALGORITHM.md section 6). The chosen patch is outlined.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+
+from launch import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("patch", None, "Patch as ROW,COL in feature coordinates.")
+flags.DEFINE_string("output", None, "Output PNG (default: <image stem>_coherence.png beside it).")
+flags.DEFINE_float("opacity", 0.6, "Heat map opacity over the photo.")
+common.define_model_flags()
+
+
+def run(argv: list[str]) -> int:
+    import jax.numpy as jnp
+
+    from diffcut_jax import imageio
+    from diffcut_jax.checkpoint import CheckpointError
+    from diffcut_jax.coherence import coherence_map
+    from diffcut_jax.extractor import load_extractor
+    from diffcut_jax.hub import ModelNotAvailableError
+    from diffcut_jax.image_ops import resize_bilinear
+    from diffcut_jax.segmenter import working_size
+
+    if len(argv) != 1:
+        sys.stderr.write("error: pass exactly one image\n")
+        return 2
+    if not FLAGS.patch or len(FLAGS.patch) != 2:
+        sys.stderr.write("error: --patch ROW,COL is required\n")
+        return 2
+    try:
+        patch = (int(FLAGS.patch[0]), int(FLAGS.patch[1]))
+    except ValueError:
+        sys.stderr.write(f"error: --patch must be two integers, got {','.join(FLAGS.patch)}\n")
+        return 2
+    path = Path(argv[0])
+    try:
+        image = imageio.read_rgb(path)
+    except imageio.ImageReadError as e:
+        sys.stderr.write(f"error: {path}: {e}\n")
+        return 1
+    size = working_size(image.shape[0], image.shape[1], FLAGS.image_size, FLAGS.square)
+    try:
+        ex = load_extractor(FLAGS.model, dtype=FLAGS.dtype, timestep=FLAGS.timestep,
+                            image_size=size, seed=FLAGS.seed)
+    except (ModelNotAvailableError, CheckpointError, ValueError) as e:
+        return common.model_error_exit(e)
+    feats = ex(jnp.asarray(image)[None], size=size)[0]
+    try:
+        sim = coherence_map(feats, patch)
+    except ValueError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    h, w = image.shape[:2]
+    heat = np.asarray(resize_bilinear(sim[..., None], (h, w)))[..., 0]
+    colours = imageio.heat_colours((heat + 1) / 2)
+    out = (1 - FLAGS.opacity) * image + FLAGS.opacity * colours
+    fh, fw = feats.shape[:2]
+    y0, y1 = int(patch[0] * h / fh), int((patch[0] + 1) * h / fh)
+    x0, x1 = int(patch[1] * w / fw), int((patch[1] + 1) * w / fw)
+    out[y0:y1, [x0, max(x0, x1 - 1)]] = 1.0
+    out[[y0, max(y0, y1 - 1)], x0:x1] = 1.0
+    output = Path(FLAGS.output) if FLAGS.output else path.with_name(f"{path.stem}_coherence.png")
+    imageio.write_rgb_png(output, (255 * np.clip(out, 0, 1) + 0.5).astype(np.uint8))
+    sys.stderr.write(f"wrote {output} (feature map {fh} x {fw}, patch {patch}, "
+                     f"similarity range [{float(sim.min()):.3f}, {float(sim.max()):.3f}])\n")
+    return 0
+
+
+def main(argv):
+    sys.exit(run(argv[1:]))
+
+
+def cli():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,78 @@
+"""Flags and helpers shared by the launch scripts."""
+from __future__ import annotations
+
+import glob
+import sys
+import time
+from pathlib import Path
+
+from absl import flags
+
+from diffcut_jax.imageio import IMAGE_SUFFIXES
+
+
+def define_model_flags():
+    flags.DEFINE_string("model", "segmind/SSD-1B", "Hub id or local diffusers directory.")
+    flags.DEFINE_integer("image_size", 1024, "Working size: the long side (multiple of 32).")
+    flags.DEFINE_bool("square", False, "Resize to image_size x image_size as the paper did.")
+    flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "UNet dtype (default: float32 on CPU, bfloat16 on accelerators).")
+    flags.DEFINE_integer("timestep", 50, "Diffusion timestep of the noisy latent.")
+    flags.DEFINE_integer("seed", 0, "Seed of the shared noise draw.")
+
+
+def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files, folders (recursively: image suffixes only) and globs -> (files, problems)."""
+    files, problems, seen = [], [], set()
+
+    def add(p: Path):
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                problems.append(f"{spec}: folder holds no images")
+            for q in found:
+                add(q)
+        elif p.exists():
+            add(p)
+        elif any(c in spec for c in "*?["):
+            found = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file())
+            if not found:
+                problems.append(f"{spec}: pattern matches no file")
+            for q in found:
+                add(q)
+        else:
+            problems.append(f"{spec}: no such file or folder")
+    return files, problems
+
+
+class Progress:
+    """A one-line progress bar on stderr with images/s."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.start = time.perf_counter()
+        self.counts = {}
+
+    def update(self, status: str):
+        self.done += 1
+        self.counts[status] = self.counts.get(status, 0) + 1
+        elapsed = time.perf_counter() - self.start
+        rate = self.counts.get("ok", 0) / elapsed if elapsed > 0 else 0.0
+        width = 30
+        fill = int(width * self.done / max(self.total, 1))
+        parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        end = "\n" if self.done == self.total or not self.stream.isatty() else "\r"
+        self.stream.write(f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
+                          f"{rate:.2f} img/s {parts}{end}")
+        self.stream.flush()
+
+
+def model_error_exit(err: Exception) -> int:
+    sys.stderr.write(f"error: {err}\n")
+    return 2

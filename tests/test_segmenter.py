@@ -1,0 +1,227 @@
+"""The segmenter API and the `segment` / `coherence` commands, on a tiny random checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffcut_jax import imageio
+from diffcut_jax.segmenter import DiffCut, working_size
+from diffcut_jax.testing import tiny_spec, write_random_checkpoint
+from tests.helpers import REPO, SHARED
+
+IMAGES = sorted((SHARED / "images").glob("*"))
+SIZE = 64  # working size for the tiny model (features 2 x 2 .. 2 x 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-seg")
+    write_random_checkpoint(root, tiny_spec("sdxl"), seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def seg(tiny_root):
+    return DiffCut.from_pretrained(tiny_root, image_size=SIZE, tau=0.99, alpha=1.0)
+
+
+def test_working_size():
+    assert working_size(369, 492, 1024, False) == (768, 1024)
+    assert working_size(1000, 10, 1024, False) == (1024, 32)
+    assert working_size(369, 492, 1024, True) == (1024, 1024)
+
+
+def test_labels_at_input_size_and_consecutive(seg):
+    images = jax.random.uniform(jax.random.PRNGKey(0), (2, 45, 70, 3))
+    labels = seg(images)
+    assert labels.shape == (2, 45, 70) and labels.dtype == jnp.int32
+    for lab in np.asarray(labels):
+        np.testing.assert_array_equal(np.unique(lab), np.arange(lab.max() + 1))
+    assert seg(images[0], output_size=(10, 12)).shape == (10, 12)
+
+
+def test_one_compiled_function_per_shape(seg):
+    images = jax.random.uniform(jax.random.PRNGKey(1), (3, 40, 40, 3))
+    seg(images)
+    fn = seg.compiled(seg.working_size(40, 40), (40, 40))
+    before = fn._cache_size()
+    for i in range(3):
+        seg(images + 0.01 * i)
+    assert fn._cache_size() == before == 1
+    # tau and alpha are traced: other values reuse the compiled function.
+    other = seg.with_options(tau=0.3, alpha=5.0)
+    other._compiled = seg._compiled
+    other(images)
+    assert fn._cache_size() == 1
+
+
+@pytest.mark.parametrize("options", [dict(refinement=True), dict(method="autosc"), dict(square=True)])
+def test_options(seg, options):
+    s = seg.with_options(**options)
+    labels = np.asarray(s(jax.random.uniform(jax.random.PRNGKey(2), (1, 50, 30, 3))))
+    assert labels.shape == (1, 50, 30)
+    np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
+
+
+def test_segment_files_reports_bad_files(seg, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    results = seg.segment_files([IMAGES[0], bad, IMAGES[1]], batch_size=2)
+    assert [r.ok for r in results] == [True, False, True]
+    assert "not an image" in results[1].error
+    with Image.open(IMAGES[0]) as im:
+        assert results[0].labels.shape == (im.height, im.width)
+
+
+# ---------------------------------------------------------------- bad inputs of every kind
+
+
+def _bad_inputs(folder: Path) -> dict[str, str | None]:
+    """name -> expected skip reason fragment (None: handled, must succeed)."""
+    rng = np.random.default_rng(0)
+    rgb = (rng.uniform(size=(37, 53, 3)) * 255).astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((rng.uniform(size=(30, 41)) * 65535).astype(np.uint16)).save(folder / "gray16.png")
+    Image.fromarray(rgb[..., 0]).save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(folder / "rgba.png")
+    Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE).save(folder / "palette.png")
+    Image.fromarray(rgb[:3, :2]).save(folder / "tiny.png")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is not an image")
+    Image.fromarray(rgb).save(folder / "whole.jpg", quality=90)
+    raw = (folder / "whole.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(raw[: len(raw) // 3])
+    (folder / "whole.jpg").unlink()
+    # A "huge" image: a valid PNG whose header claims more pixels than --max_pixels allows.
+    Image.fromarray(np.zeros((600, 600, 3), np.uint8)).save(folder / "huge.png")
+    return {
+        "cmyk": None, "gray16": None, "gray": None, "rgba": None, "palette": None, "tiny": None,
+        "empty": "empty file", "text": "not an image", "truncated": "truncated or corrupt",
+        "huge": "too large",
+    }
+
+
+def _run(args, env=None, timeout=600):
+    cmd = [sys.executable, "-m", "launch.segment", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
+def _check_outputs(out: Path, name: str, source: Path):
+    labels = imageio.read_labels_png(out / f"{name}_labels.png")
+    with Image.open(source) as im:
+        size = (im.height, im.width)
+    assert labels.shape == size, name
+    with Image.open(out / f"{name}_overlay.png") as ov:
+        assert ov.mode == "RGB" and (ov.height, ov.width) == size
+    return labels
+
+
+def test_segment_command_on_photos_and_bad_inputs(tiny_root, tmp_path):
+    bad_dir = tmp_path / "bad"
+    expected = _bad_inputs(bad_dir)
+    out = tmp_path / "out"
+    photos = [str(p) for p in IMAGES[:3]] + [str(SHARED / "images" / "coco.jpg")]
+    res = _run(["--model", str(tiny_root), "--image_size", str(SIZE), "--output_dir", str(out),
+                "--max_pixels", "310000", "--tau", "0.9", *photos, str(bad_dir),
+                str(tmp_path / "missing.png")], env=_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    for p in photos:
+        _check_outputs(out, Path(p).stem, Path(p))
+    for name, reason in expected.items():
+        src = next(bad_dir.glob(f"{name}.*"))
+        if reason is None:
+            _check_outputs(out, name, src)
+        else:
+            assert not (out / f"{name}_labels.png").exists()
+            line = next(l for l in res.stderr.splitlines() if l.startswith("skip:") and src.name in l)
+            assert reason in line, line
+    assert "missing.png: no such file or folder" in res.stderr
+    records = [json.loads(l) for l in (out / "summary.jsonl").read_text().splitlines()]
+    assert len(records) == len(photos) + sum(r is None for r in expected.values())
+    assert all(r["segments"] >= 1 and "segment" in r["seconds"] for r in records)
+    assert "processed 10" in res.stderr and "failed 4" in res.stderr
+
+
+def test_exit_code_when_nothing_succeeds(tiny_root, tmp_path):
+    bad = tmp_path / "x.png"
+    bad.write_text("no")
+    res = _run(["--model", str(tiny_root), "--image_size", str(SIZE), "--output_dir",
+                str(tmp_path / "o"), str(bad)], env=_env())
+    assert res.returncode == 1 and "not an image" in res.stderr
+    res = _run(["--output_dir", str(tmp_path / "o"), str(tmp_path / "nothing*.png")], env=_env())
+    assert res.returncode == 2 and "matches no file" in res.stderr
+
+
+def test_offline_default_model_says_how_to_download(tmp_path):
+    env = _env()
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    res = _run(["--output_dir", str(tmp_path / "o"), str(IMAGES[0])], env=env)
+    assert res.returncode == 2
+    assert "huggingface-cli download segmind/SSD-1B" in res.stderr and "local" in res.stderr
+
+
+def test_interrupted_run_resumes(tiny_root, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        shutil.copy(IMAGES[i % len(IMAGES)], src / f"img{i:02d}{IMAGES[i % len(IMAGES)].suffix}")
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_root), "--image_size", str(SIZE), "--square", "--output_dir", str(out), str(src)]
+    proc = subprocess.Popen([sys.executable, "-m", "launch.segment", *args], cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("*_overlay.png"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")}
+    assert 3 <= len(done_before) < 12, "the run must be interrupted part-way"
+    res = _run(args, env=_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    for p in sorted(src.iterdir()):
+        _check_outputs(out, p.stem, p)
+    assert not list(out.rglob(f"*{imageio.PARTIAL_SUFFIX}"))
+    for name, mtime in done_before.items():  # complete outputs were not recomputed
+        assert (out / name).stat().st_mtime_ns == mtime
+    assert f"{len(done_before)} image(s) already done" in res.stderr
+
+
+def test_sixteen_bit_labels_png(tmp_path):
+    labels = np.arange(300 * 2).reshape(20, 30) % 300
+    imageio.write_labels_png(tmp_path / "l.png", labels)
+    with Image.open(tmp_path / "l.png") as im:
+        assert im.mode.startswith("I")
+    np.testing.assert_array_equal(imageio.read_labels_png(tmp_path / "l.png"), labels)
+
+
+def test_coherence_command(tiny_root, tmp_path):
+    out = tmp_path / "coh.png"
+    cmd = [sys.executable, "-m", "launch.coherence", "--model", str(tiny_root), "--image_size",
+           str(SIZE), "--patch", "1,0", "--output", str(out), str(IMAGES[0])]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with Image.open(out) as im, Image.open(IMAGES[0]) as src:
+        assert im.size == src.size
+    cmd[cmd.index("1,0")] = "9,9"
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
+    assert res.returncode == 2 and "outside" in res.stderr

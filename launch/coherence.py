@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from launch import common
 
@@ -79,13 +79,7 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def main(argv):
-    sys.exit(run(argv[1:]))
-
-
-def cli():
-    app.run(main)
-
+cli = common.entry_point(run)
 
 if __name__ == "__main__":
     cli()

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from absl import flags
+from absl import app, flags
 
 from diffcut_jax.imageio import IMAGE_SUFFIXES
 
@@ -76,3 +76,12 @@ class Progress:
 def model_error_exit(err: Exception) -> int:
     sys.stderr.write(f"error: {err}\n")
     return 2
+
+
+def entry_point(run):
+    """absl entry point for `run(positional_args) -> exit status`."""
+
+    def main(argv):
+        sys.exit(run(argv[1:]))
+
+    return lambda: app.run(main)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from launch import common
 
@@ -137,13 +137,7 @@ def run(inputs: list[str]) -> int:
     return 0 if ok or already else 1
 
 
-def main(argv):
-    sys.exit(run(argv[1:]))
-
-
-def cli():
-    app.run(main)
-
+cli = common.entry_point(run)
 
 if __name__ == "__main__":
     cli()

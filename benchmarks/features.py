@@ -76,7 +76,7 @@ def throughput(size: int, batch: int, repeats: int) -> dict:
     med, times = _median_time(lambda: jax.block_until_ready(fn(params, im_j, nz_j)), repeats)
     out["jax_images_per_s"] = round(batch / med, 4)
     out["jax_run_s"] = [round(t, 3) for t in times]
-    del params, unet_params, vae_params
+    params = unet_params = vae_params = None  # free the JAX model before the torch baseline
 
     try:
         import diffusers

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
+from diffcut_jax.labels import consecutive
 from diffcut_jax.ncut import min_max_similarity
 
 DEFAULT_ALPHAS = (1.0, 5.0, 10.0, 15.0)
@@ -54,12 +55,6 @@ def cluster_qr(vectors: jnp.ndarray, k) -> jnp.ndarray:
     return jnp.argmax(scores, axis=1).astype(jnp.int32)
 
 
-def _consecutive(labels: jnp.ndarray) -> jnp.ndarray:
-    n = labels.shape[0]
-    present = jnp.zeros((n,), jnp.int32).at[labels].set(1)
-    return (jnp.cumsum(present) - 1)[labels].astype(jnp.int32)
-
-
 def _autosc_single(features, alphas, use_chosen_alpha, return_info):
     h, w, c = features.shape
     n = h * w
@@ -73,7 +68,7 @@ def _autosc_single(features, alphas, use_chosen_alpha, return_info):
         vectors = jnp.stack([s.vectors for s in spectra])[which]
     else:
         vectors = spectra[-1].vectors
-    labels = _consecutive(cluster_qr(vectors, k))
+    labels = consecutive(cluster_qr(vectors, k), n)
     labels = jnp.where(ok & jnp.all(jnp.isfinite(vectors)), labels, 0).reshape(h, w)
     if return_info:
         return labels, {"alpha": jnp.asarray(alphas)[which], "k": k}

@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -31,27 +30,13 @@ class CheckpointError(ValueError):
 
 
 class TensorSource(Protocol):
-    """Named tensors with shapes known before reading (a safetensors file, or a dict in tests)."""
+    """Named tensors with shapes known before reading (a safetensors file, a name/shape list)."""
 
     def keys(self) -> Iterable[str]: ...
 
     def shape(self, key: str) -> tuple[int, ...]: ...
 
     def read(self, key: str) -> np.ndarray: ...
-
-
-class DictSource:
-    def __init__(self, tensors: Mapping[str, np.ndarray]):
-        self._t = dict(tensors)
-
-    def keys(self):
-        return self._t.keys()
-
-    def shape(self, key):
-        return tuple(np.shape(self._t[key]))
-
-    def read(self, key):
-        return np.asarray(self._t[key])
 
 
 class SafetensorsSource:
@@ -213,12 +198,6 @@ def torch_to_nnx(
     return nnx.from_flat_state(filled)
 
 
-def unused_tensors(source: TensorSource, abstract_state: nnx.State, *, rename=lambda k: k) -> list[str]:
-    """Source names the model does not use (what an ignore list must cover)."""
-    wanted = {nnx_path_to_torch(p) for p, _ in nnx.to_flat_state(abstract_state)}
-    return sorted(k for k in source.keys() if rename(k) not in wanted)
-
-
 def load_module(
     factory: Callable[[nnx.Rngs], nnx.Module],
     source: TensorSource,
@@ -235,7 +214,3 @@ def load_module(
 
 def abstract_module(factory: Callable[[nnx.Rngs], nnx.Module]) -> tuple[nnx.GraphDef, nnx.State]:
     return nnx.split(nnx.eval_shape(lambda: factory(nnx.Rngs(0))))
-
-
-def tree_bytes(state) -> int:
-    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))

@@ -88,7 +88,6 @@ def resolve(model: str | Path, *, prefer_fp16: bool = True, tokenizers: bool = F
         return _local(path)
     repo_id = str(model)
     try:
-        import huggingface_hub
         from huggingface_hub import HfApi, snapshot_download
     except ImportError as e:  # a runtime dependency, but say so clearly
         raise ModelNotAvailableError(f"huggingface_hub is needed to fetch {repo_id!r}: pip install huggingface_hub") from e
@@ -126,5 +125,4 @@ def resolve(model: str | Path, *, prefer_fp16: bool = True, tokenizers: bool = F
                 f"model {repo_id!r} is not a local directory, not in the local hub cache, and could "
                 f"not be downloaded ({reason}).\n{_download_hint(repo_id)}"
             ) from None
-    del huggingface_hub
     return _local(Path(root))

@@ -41,9 +41,3 @@ def nearest_exact_indices(in_size: int, out_size: int) -> np.ndarray:
     """Source indices of torch's `nearest-exact`: floor((i + 0.5) * in / out)."""
     idx = np.floor((np.arange(out_size) + 0.5) * (in_size / out_size)).astype(np.int64)
     return np.minimum(idx, in_size - 1)
-
-
-def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """Source indices of torch's legacy `nearest`: floor(i * in / out)."""
-    idx = np.floor(np.arange(out_size) * (in_size / out_size)).astype(np.int64)
-    return np.minimum(idx, in_size - 1)

@@ -57,9 +57,10 @@ def _to_rgb_array(im) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
-        scale = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        if mode == "I" and arr.max() <= 65535:
-            scale = 65535.0 if arr.max() > 255 else 255.0
+        if mode == "F":  # float images have no fixed range: scale by their maximum
+            scale = max(float(arr.max()), 1.0)
+        else:  # 16-bit data (32-bit "I" holding 8-bit values is scaled as 8-bit)
+            scale = 255.0 if mode == "I" and arr.max() <= 255 else 65535.0
         gray = np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
         return np.repeat(gray[..., None], 3, axis=-1)
     if mode != "RGB":

@@ -25,7 +25,6 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from diffcut_jax.batching import sequential_vmap
 from diffcut_jax.spectral import fiedler_vector

@@ -28,6 +28,7 @@ from diffcut_jax.concepts import assign_concepts
 from diffcut_jax.extractor import DiffusionFeatureExtractor, extract, load_extractor
 from diffcut_jax.image_ops import nearest_exact_indices, resize_bilinear
 from diffcut_jax.imageio import ImageReadError, read_rgb
+from diffcut_jax.labels import consecutive
 from diffcut_jax.ncut import recursive_ncut
 from diffcut_jax.pamr import refine
 
@@ -61,13 +62,6 @@ def working_size(height: int, width: int, image_size: int, square: bool) -> tupl
     def r(x):
         return max(32, int(round(x * scale / 32)) * 32)
     return (image_size, r(width)) if height >= width else (r(height), image_size)
-
-
-def consecutive(labels: jnp.ndarray, capacity: int) -> jnp.ndarray:
-    """Relabel to 0..k-1 in order of value (values must lie in [0, capacity))."""
-    flat = labels.reshape(-1)
-    present = jnp.zeros((capacity,), jnp.int32).at[flat].set(1)
-    return (jnp.cumsum(present) - 1)[labels].astype(jnp.int32)
 
 
 def _refine_bucketed(image, masks, *, num_iter, dilations, capacities):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -123,5 +122,3 @@ def histogram_rows(num_classes: int, background: bool) -> int:
     """Rows of the device histogram: gt -1 .. num_classes - 2 (background) or - 1 (void)."""
     return num_classes if background else num_classes + 1
 
-
-batched_histogram = jax.vmap(class_segment_histogram, in_axes=(0, 0, None, None))

@@ -79,7 +79,13 @@ def image_scores(hist: np.ndarray, num_pred: int, num_classes: int, background: 
         num_pred = new_num
     else:
         final = hist[1:]
-    final = _pad_columns(final, max(num_classes, num_pred))
+    return final_scores(final, num_pred, num_classes)
+
+
+def final_scores(final: np.ndarray, num_pred: int, num_classes: int):
+    """Step 9 on a (num_classes, S) histogram whose rows are the n evaluation classes:
+    columns padded (or cut) to P = max(n, num_pred), then Hungarian matching."""
+    final = _pad_columns(np.asarray(final, np.int64), max(num_classes, num_pred))
     tp, fp, fn = match(final)
     return tp, fp, fn, int(final.sum())
 
@@ -116,6 +122,18 @@ class MIoUAccumulator:
 
     def pixel_accuracy(self) -> float:
         return float(self.tp.sum() / max(self.valid_pixels, 1))
+
+    def merge_processes(self) -> None:
+        """Sum the counts of every process (multi-host runs); a no-op with one process."""
+        import jax
+        if jax.process_count() == 1:
+            return
+        from jax.experimental import multihost_utils
+        local = np.concatenate([self.tp, self.fp, self.fn, [self.valid_pixels, self.images]])
+        total = np.asarray(multihost_utils.process_allgather(local)).sum(axis=0)
+        n = self.num_classes
+        self.tp, self.fp, self.fn = total[:n], total[n : 2 * n], total[2 * n : 3 * n]
+        self.valid_pixels, self.images = int(total[3 * n]), int(total[3 * n + 1])
 
 
 def histogram_rows(num_classes: int, background: bool) -> int:

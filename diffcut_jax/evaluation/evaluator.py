@@ -1,0 +1,257 @@
+"""Data-parallel benchmark evaluation: segment on every device, match on the host.
+
+    evaluator = Evaluator(extractor, benchmarks.get("voc20"), options)
+    result = evaluator.evaluate(batches)            # batches: dicts of NumPy arrays (pipeline.py)
+
+The device step is `shard_map`ped over a 1-D `jax.sharding.Mesh` of all devices: the batch axis
+is split across devices, the parameters are replicated, and each device runs the per-image
+pipeline (features, NCut or AutoSC, concept assignment at the mask size, optional PAMR) on its
+share and returns (classes x segments) histograms (matching.py). Only those histograms reach the
+host, where the Hungarian matching runs while the device works on the next batch.
+
+With refinement on a background dataset, the background merge (PROTOCOL.md step 7) needs a
+matching before PAMR, so that case takes a second device step per batch.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from diffcut_jax.autosc import autosc
+from diffcut_jax.concepts import assign_concepts
+from diffcut_jax.data.benchmarks import Benchmark
+from diffcut_jax.evaluation.matching import (
+    MIoUAccumulator, background_merge, class_segment_histogram, final_scores, histogram_rows,
+    image_scores,
+)
+from diffcut_jax.extractor import DiffusionFeatureExtractor, extract
+from diffcut_jax.labels import consecutive
+from diffcut_jax.ncut import recursive_ncut
+from diffcut_jax.segmenter import SegmenterOptions, _refine_bucketed
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices (of every process), axis 'data'."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def _refine_dense(image, masks, *, options, capacity):
+    """PAMR + argmax + median on labels made consecutive first: the output (indices into the
+    sorted distinct labels) is the same, and the channel bucket follows the label count."""
+    masks = consecutive(masks, capacity)
+    caps = tuple(sorted({c for c in (8, 32, 128) if c < capacity} | {capacity}))
+    return _refine_bucketed(image, masks, num_iter=options.pamr_num_iter,
+                            dilations=tuple(options.pamr_dilations), capacities=caps)
+
+
+def predict_histograms(params, images, labels, noise, tau, alpha, *, unet_graph, vae_graph,
+                       timestep, schedule, options: SegmenterOptions, mask_size, rows, columns,
+                       refine_now: bool):
+    """One device's share: images (b, S, S, 3), labels (b, M, M) -> masks (b, M, M),
+    histograms (b, rows, columns) and max(mask) + 1 per image."""
+    size = (options.image_size, options.image_size)
+    feats = extract(params, images, noise, unet_graph=unet_graph, vae_graph=vae_graph, size=size,
+                    timestep=timestep, schedule=schedule)
+    if options.method == "ncut":
+        coarse = recursive_ncut(feats, tau, alpha)
+    else:
+        coarse = autosc(feats, use_chosen_alpha=options.autosc_use_chosen_alpha)
+    masks = assign_concepts(feats, coarse, mask_size)
+    if refine_now:
+        refine = functools.partial(_refine_dense, options=options, capacity=columns)
+        masks = jax.vmap(refine)(images, masks)
+    hist, num_pred = jax.vmap(class_segment_histogram, in_axes=(0, 0, None, None))(
+        masks, labels, rows, columns)
+    return masks, hist, num_pred
+
+
+def refine_merged_histograms(images, masks, mapping, labels, *, options: SegmenterOptions,
+                             num_classes, columns):
+    """Background datasets with refinement: merge (per-image id mapping), PAMR, final histogram
+    with gt -1 as the background class n - 1."""
+    merged = jnp.take_along_axis(mapping, masks.reshape(masks.shape[0], -1), axis=1).reshape(masks.shape)
+    refine = functools.partial(_refine_dense, options=options, capacity=columns)
+    refined = jax.vmap(refine)(images, merged)
+    gt = jnp.where(labels == -1, num_classes - 1, labels)
+    hist, num_pred = jax.vmap(class_segment_histogram, in_axes=(0, 0, None, None))(
+        refined, gt, num_classes + 1, columns)
+    return hist[:, 1:], num_pred
+
+
+@dataclass
+class EvalResult:
+    benchmark: Benchmark
+    accumulator: MIoUAccumulator
+    seconds: float = 0.0
+    input_wait_seconds: float = 0.0
+    image_ids: list[str] = field(default_factory=list)
+
+    @property
+    def miou(self) -> float:
+        return self.accumulator.miou()
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return self.accumulator.pixel_accuracy()
+
+    def per_class(self) -> list[dict]:
+        acc = self.accumulator
+        iou = acc.iou()
+        return [
+            {"class": i, "name": name, "iou": None if np.isnan(iou[i]) else float(iou[i]),
+             "tp": float(acc.tp[i]), "fp": float(acc.fp[i]), "fn": float(acc.fn[i])}
+            for i, name in enumerate(self.benchmark.class_names)
+        ]
+
+
+def _process_local(x) -> np.ndarray:
+    """This process's rows of a batch-sharded array, in order."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+class Evaluator:
+    """Benchmark evaluation of one model and segmentation setting, data-parallel over a mesh."""
+
+    def __init__(self, extractor: DiffusionFeatureExtractor, benchmark: Benchmark,
+                 options: SegmenterOptions, *, mask_size: int = 128, mesh: Mesh | None = None):
+        self.extractor, self.benchmark, self.options = extractor, benchmark, options
+        self.mask_size = (int(mask_size), int(mask_size))
+        self.mesh = data_mesh() if mesh is None else mesh
+        size = (options.image_size, options.image_size)
+        h, w, _ = extractor.feature_shape_for(size)
+        self.columns = h * w + 1  # segment ids < h*w, plus the merged background id
+        self.rows = histogram_rows(benchmark.num_classes, benchmark.background)
+        self._replicated = NamedSharding(self.mesh, P())
+        self._batch = NamedSharding(self.mesh, P(DATA_AXIS))
+        self._params = jax.device_put(extractor.params, self._replicated)
+        self._noise = jax.device_put(extractor.noise_for(size), self._replicated)
+        refine_after_merge = options.refinement and benchmark.background
+        step = functools.partial(
+            predict_histograms, unet_graph=extractor.unet_graph, vae_graph=extractor.vae_graph,
+            timestep=extractor.timestep, schedule=extractor.schedule, options=options,
+            mask_size=self.mask_size, rows=self.rows, columns=self.columns,
+            refine_now=options.refinement and not benchmark.background,
+        )
+        batch = P(DATA_AXIS)
+        self._predict = jax.jit(jax.shard_map(
+            step, mesh=self.mesh, in_specs=(P(), batch, batch, P(), P(), P()),
+            out_specs=(batch, batch, batch), check_vma=False))
+        self._refine = None
+        if refine_after_merge:
+            second = functools.partial(refine_merged_histograms, options=options,
+                                       num_classes=benchmark.num_classes, columns=self.columns)
+            self._refine = jax.jit(jax.shard_map(
+                second, mesh=self.mesh, in_specs=(batch,) * 4, out_specs=(batch, batch),
+                check_vma=False))
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.devices.size
+
+    def local_batch_multiple(self) -> int:
+        """Per-process batch sizes must be multiples of this (the local device count)."""
+        return self.num_devices // jax.process_count()
+
+    def _to_device(self, batch: dict) -> dict:
+        n = len(batch["valid"])
+        if n % self.local_batch_multiple():
+            raise ValueError(f"batch of {n} does not split over {self.local_batch_multiple()} "
+                             "local devices; use a multiple of the local device count")
+        put = lambda x: jax.make_array_from_process_local_data(self._batch, np.asarray(x))  # noqa: E731
+        return {"image": put(batch["image"]), "label": put(batch["label"]),
+                "valid": np.asarray(batch["valid"]), "image_id": list(batch["image_id"])}
+
+    def _dispatch(self, dev: dict):
+        tau = jnp.float32(self.options.tau)
+        alpha = jnp.float32(self.options.alpha)
+        return self._predict(self._params, dev["image"], dev["label"], self._noise, tau, alpha)
+
+    def _score(self, dev: dict, out, acc: MIoUAccumulator, on_image) -> None:
+        masks, hist, num_pred = out
+        hist, num_pred = _process_local(hist), _process_local(num_pred)
+        valid = dev["valid"]
+        n, bg = self.benchmark.num_classes, self.benchmark.background
+        if self._refine is None:
+            scores = [image_scores(hist[i], int(num_pred[i]), n, bg) if valid[i] else None
+                      for i in range(len(valid))]
+        else:
+            mapping = np.zeros((len(valid), self.columns), np.int32)
+            for i in range(len(valid)):
+                if valid[i]:
+                    m = background_merge(hist[i][1:], int(num_pred[i]))[: self.columns]
+                    mapping[i, : m.size] = m
+            mapping = jax.make_array_from_process_local_data(self._batch, mapping)
+            hist2, num2 = self._refine(dev["image"], masks, mapping, dev["label"])
+            hist2, num2 = _process_local(hist2), _process_local(num2)
+            scores = [final_scores(hist2[i], int(num2[i]), n) if valid[i] else None
+                      for i in range(len(valid))]
+        for i, s in enumerate(scores):
+            if s is not None:
+                acc.add(*s)
+                on_image(dev["image_id"][i])
+
+    def evaluate(self, batches: Iterable[dict], *, on_image: Callable[[str, MIoUAccumulator], None] | None = None,
+                 prefetch: int = 2) -> EvalResult:
+        """Run every batch; `on_image(image_id, accumulator)` after each real image is scored.
+
+        While the device computes batch i, the host scores batch i - 1 and the next `prefetch`
+        batches are already transferred.
+        """
+        acc = MIoUAccumulator(self.benchmark.num_classes)
+        result = EvalResult(self.benchmark, acc)
+
+        def scored(image_id):
+            result.image_ids.append(image_id)
+            if on_image is not None:
+                on_image(image_id, acc)
+
+        start = time.perf_counter()
+        source = iter(batches)
+        queue: collections.deque = collections.deque()
+
+        def fill():
+            while len(queue) < prefetch:
+                t = time.perf_counter()
+                try:
+                    batch = next(source)
+                except StopIteration:
+                    result.input_wait_seconds += time.perf_counter() - t
+                    return
+                result.input_wait_seconds += time.perf_counter() - t
+                queue.append(self._to_device(batch))
+
+        pending = None
+        fill()
+        while queue:
+            dev = queue.popleft()
+            out = self._dispatch(dev)  # asynchronous
+            fill()
+            if pending is not None:
+                self._score(*pending, acc, scored)
+            pending = (dev, out)
+        if pending is not None:
+            self._score(*pending, acc, scored)
+        acc.merge_processes()
+        result.seconds = time.perf_counter() - start
+        return result
+
+
+def batches_from_tf(dataset) -> Iterator[dict]:
+    """NumPy batches from the tf.data pipeline (image ids as str)."""
+    from diffcut_jax.data.pipeline import as_numpy
+    for batch in dataset:
+        yield as_numpy(batch)

@@ -59,7 +59,7 @@ class Progress:
         self.start = time.perf_counter()
         self.counts = {}
 
-    def update(self, status: str):
+    def update(self, status: str, extra: str = ""):
         self.done += 1
         self.counts[status] = self.counts.get(status, 0) + 1
         elapsed = time.perf_counter() - self.start
@@ -69,7 +69,7 @@ class Progress:
         parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
         end = "\n" if self.done == self.total or not self.stream.isatty() else "\r"
         self.stream.write(f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
-                          f"{rate:.2f} img/s {parts}{end}")
+                          f"{rate:.2f} img/s {parts}{' ' + extra if extra else ''}{end}")
         self.stream.flush()
 
 

@@ -27,6 +27,23 @@ except (RuntimeError, ValueError):  # already initialised, or no such device typ
     pass
 
 
+def decode_rgb(encoded):
+    """Encoded image bytes -> uint8 (H, W, 3), pixel-identical to PIL's `convert("RGB")` (the
+    original's decoder). TensorFlow's default JPEG decoding (fast integer DCT) differs from it by
+    up to a few levels, so JPEGs use the accurate integer DCT."""
+    return tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False),
+    )
+
+
+def read_dataset(builder, split: str):
+    """The builder's split with images left encoded (decoded by `preprocess`)."""
+    return builder.as_dataset(split=split, shuffle_files=False,
+                              decoders={"image": tfds.decode.SkipDecoding()})
+
+
 def crop_box(height, width):
     """(top, left, c): c = min(H, W) - 1, offsets round((H - c) / 2) half to even (Python's round)."""
     c = tf.minimum(height, width) - 1
@@ -45,6 +62,8 @@ def label_indices(c, image_size: int, mask_size: int):
 
 def preprocess(example, *, image_size: int, mask_size: int):
     image, label = example["image"], example["label"]
+    if image.dtype == tf.string:
+        image = decode_rgb(image)
     shape = tf.shape(image)
     h, w = shape[0], shape[1]
     tf.debugging.assert_equal(
@@ -109,8 +128,7 @@ def eval_batches(builder, *, batch_size: int, image_size: int = 1024, mask_size:
     per_process = math.ceil(total / process_count)
     num_batches = max(1, math.ceil(per_process / batch_size))
     autotune = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
-    ds = builder.as_dataset(split=split_for_process(split, process_index, process_count),
-                            shuffle_files=False)
+    ds = read_dataset(builder, split_for_process(split, process_index, process_count))
     ds = ds.map(lambda ex: preprocess(ex, image_size=image_size, mask_size=mask_size),
                 num_parallel_calls=autotune, deterministic=True)
     ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))

@@ -57,12 +57,18 @@ def _refine_dense(image, masks, *, options, capacity):
 
 def predict_histograms(params, images, labels, noise, tau, alpha, *, unet_graph, vae_graph,
                        timestep, schedule, options: SegmenterOptions, mask_size, rows, columns,
-                       refine_now: bool):
+                       refine_now: bool, batch_invariant: bool = True):
     """One device's share: images (b, S, S, 3), labels (b, M, M) -> masks (b, M, M),
     histograms (b, rows, columns) and max(mask) + 1 per image."""
     size = (options.image_size, options.image_size)
-    feats = extract(params, images, noise, unet_graph=unet_graph, vae_graph=vae_graph, size=size,
-                    timestep=timestep, schedule=schedule)
+    forward = functools.partial(extract, unet_graph=unet_graph, vae_graph=vae_graph, size=size,
+                                timestep=timestep, schedule=schedule)
+    if batch_invariant:
+        # One image at a time: kernels chosen for the batch size would otherwise change the
+        # features' round-off, and the NCut's thresholds can amplify that into other segments.
+        feats = jax.lax.map(lambda im: forward(params, im[None], noise)[0], images)
+    else:
+        feats = forward(params, images, noise)
     if options.method == "ncut":
         coarse = recursive_ncut(feats, tau, alpha)
     else:
@@ -127,7 +133,8 @@ class Evaluator:
     """Benchmark evaluation of one model and segmentation setting, data-parallel over a mesh."""
 
     def __init__(self, extractor: DiffusionFeatureExtractor, benchmark: Benchmark,
-                 options: SegmenterOptions, *, mask_size: int = 128, mesh: Mesh | None = None):
+                 options: SegmenterOptions, *, mask_size: int = 128, mesh: Mesh | None = None,
+                 batch_invariant: bool = True):
         self.extractor, self.benchmark, self.options = extractor, benchmark, options
         self.mask_size = (int(mask_size), int(mask_size))
         self.mesh = data_mesh() if mesh is None else mesh
@@ -145,6 +152,7 @@ class Evaluator:
             timestep=extractor.timestep, schedule=extractor.schedule, options=options,
             mask_size=self.mask_size, rows=self.rows, columns=self.columns,
             refine_now=options.refinement and not benchmark.background,
+            batch_invariant=batch_invariant,
         )
         batch = P(DATA_AXIS)
         self._predict = jax.jit(jax.shard_map(

@@ -1,0 +1,187 @@
+r"""Benchmark evaluation: `diffcut-jax eval` = `python -m launch.eval`.
+
+    python -m launch.eval --config=configs/voc20.py --workdir=runs/voc20 \
+        --data_dir=~/tensorflow_datasets --manual_dir=/data/pascal [--config.tau=0.35]
+
+Builds the benchmark's TFDS dataset from the raw download on first use, then segments every
+validation image on all devices (data parallel) and matches segments to classes (PROTOCOL.md).
+Shows images/s and the running mIoU; at the end prints the per-class IoU table and writes
+`results.json`, `per_class.csv` and `config.json` to --workdir. Multi-host: pass --distributed on
+every host (jax.distributed.initialize); each host reads its own part of the split.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from absl import flags
+from ml_collections import config_flags
+
+from launch import common
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Benchmark config, e.g. configs/voc20.py[:model].", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where results.json, per_class.csv and config.json go.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's own, ~/tensorflow_datasets).")
+flags.DEFINE_string("manual_dir", None, "The raw download (needed until the dataset is built).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+
+
+def validate(cfg) -> None:
+    from diffcut_jax.data.benchmarks import BENCHMARKS
+    from diffcut_jax.data.label_maps import ADE20K_CONVENTIONS
+
+    if cfg.benchmark not in BENCHMARKS:
+        raise ValueError(f"config.benchmark: unknown {cfg.benchmark!r}; choose from {sorted(BENCHMARKS)}")
+    if cfg.label_convention not in ADE20K_CONVENTIONS:
+        raise ValueError(f"config.label_convention must be one of {ADE20K_CONVENTIONS}, got {cfg.label_convention!r}")
+    if cfg.label_convention != "original" and cfg.benchmark != "ade20k":
+        raise ValueError("config.label_convention applies to ade20k only")
+    if len(set(cfg.mask_size)) != 1:
+        raise ValueError(f"config.mask_size must be square, got {tuple(cfg.mask_size)}")
+    if cfg.per_device_batch_size < 1 or cfg.max_images < 0:
+        raise ValueError("config.per_device_batch_size must be >= 1 and config.max_images >= 0")
+
+
+def class_table(result) -> str:
+    rows = result.per_class()
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"{'class':<{width}}  {'IoU %':>6}"]
+    for r in rows:
+        iou = "   n/a" if r["iou"] is None else f"{100 * r['iou']:6.1f}"
+        lines.append(f"{r['name']:<{width}}  {iou}")
+    return "\n".join(lines)
+
+
+def write_outputs(workdir: Path, cfg, result, extra: dict) -> None:
+    from diffcut_jax.imageio import atomic_write
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "benchmark": result.benchmark.name, "title": result.benchmark.title, "model": cfg.model,
+        "miou": result.miou, "pixel_accuracy": result.pixel_accuracy,
+        "images": result.accumulator.images, "num_classes": result.benchmark.num_classes,
+        **extra, "per_class": result.per_class(), "config": cfg.to_dict(),
+    }
+    atomic_write(workdir / "results.json", lambda p: p.write_text(json.dumps(summary, indent=1, default=list)))
+
+    def write_csv(p):
+        with open(p, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["class", "name", "iou", "tp", "fp", "fn"])
+            w.writeheader()
+            w.writerows(result.per_class())
+
+    atomic_write(workdir / "per_class.csv", write_csv)
+    atomic_write(workdir / "config.json", lambda p: p.write_text(cfg.to_json_best_effort(indent=1)))
+
+
+def run(args: list[str]) -> int:
+    if args:
+        sys.stderr.write(f"error: unexpected arguments {args}\n")
+        return 2
+    cfg = FLAGS.config
+    if cfg is None:
+        sys.stderr.write("error: --config is required (e.g. --config=configs/voc20.py)\n")
+        return 2
+    if not FLAGS.workdir:
+        sys.stderr.write("error: --workdir is required\n")
+        return 2
+    try:
+        validate(cfg)
+    except ValueError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+
+    import jax
+
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    from configs.common import published_miou
+    from diffcut_jax.checkpoint import CheckpointError
+    from diffcut_jax.data import benchmarks, builders, pipeline
+    from diffcut_jax.data.raw_layouts import MissingDataError
+    from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf
+    from diffcut_jax.extractor import load_extractor
+    from diffcut_jax.segmenter import SegmenterOptions
+
+    bench = benchmarks.get(cfg.benchmark, cfg.label_convention)
+    builder = builders.builder(cfg.benchmark, FLAGS.data_dir, cfg.label_convention)
+    try:
+        if jax.process_index() == 0:
+            builders.prepare(builder, FLAGS.manual_dir)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("dataset prepared")
+        if not builder.data_path.joinpath("dataset_info.json").exists():
+            raise MissingDataError(f"{bench.title}: dataset not built at {builder.data_path}")
+        builder = builders.builder(cfg.benchmark, FLAGS.data_dir, cfg.label_convention)  # re-read info
+    except (MissingDataError, ValueError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+
+    options = SegmenterOptions(
+        tau=cfg.tau, alpha=cfg.alpha, method=cfg.method, refinement=cfg.refinement,
+        pamr_num_iter=cfg.pamr_num_iter, pamr_dilations=tuple(cfg.pamr_dilations),
+        image_size=cfg.image_size, square=True, autosc_use_chosen_alpha=cfg.autosc_use_chosen_alpha,
+    )
+    t0 = time.perf_counter()
+    try:
+        extractor = load_extractor(cfg.model, dtype=cfg.dtype, timestep=cfg.timestep,
+                                   image_size=cfg.image_size, seed=cfg.seed)
+    except (CheckpointError, ValueError) as e:
+        return common.model_error_exit(e)
+    load_s = time.perf_counter() - t0
+    evaluator = Evaluator(extractor, bench, options, mask_size=cfg.mask_size[0],
+                          batch_invariant=cfg.batch_invariant)
+
+    split = cfg.split if not cfg.max_images else f"{cfg.split}[:{cfg.max_images}]"
+    batch_size = cfg.per_device_batch_size * jax.local_device_count()
+    try:
+        dataset, num_batches = pipeline.eval_batches(
+            builder, batch_size=batch_size, image_size=cfg.image_size, mask_size=cfg.mask_size[0],
+            split=split, process_index=jax.process_index(), process_count=jax.process_count())
+    except (KeyError, ValueError) as e:
+        sys.stderr.write(f"error: split {split!r}: {e}\n")
+        return 2
+    total = pipeline.num_examples(builder, split)
+    local_total = min(total, math.ceil(total / jax.process_count()))
+    sys.stderr.write(
+        f"{bench.title}: {total} image(s), {jax.device_count()} device(s) in {jax.process_count()} "
+        f"process(es), batch {batch_size} per process; model loaded in {load_s:.1f} s\n")
+
+    progress = common.Progress(local_total)
+    result = evaluator.evaluate(
+        batches_from_tf(dataset),
+        on_image=lambda _id, acc: progress.update("ok", f"mIoU {100 * acc.miou():.1f}%"),
+        prefetch=cfg.prefetch)
+    if result.accumulator.images != total:
+        sys.stderr.write(f"error: evaluated {result.accumulator.images} of {total} images\n")
+        return 1
+    expected = published_miou(cfg.benchmark, cfg.model_name, cfg.method, cfg.refinement)
+    extra = {
+        "published_miou": expected, "seconds": result.seconds,
+        "images_per_second": result.accumulator.images / max(result.seconds, 1e-9),
+        "input_wait_share": result.input_wait_seconds / max(result.seconds, 1e-9),
+        "devices": jax.device_count(), "processes": jax.process_count(),
+    }
+    if jax.process_index() == 0:
+        print(class_table(result))
+        line = (f"{bench.title}: mIoU {100 * result.miou:.2f}%  pixel accuracy "
+                f"{100 * result.pixel_accuracy:.2f}%  ({result.accumulator.images} images, "
+                f"{extra['images_per_second']:.2f} img/s)")
+        if expected is not None:
+            line += f"  published: {expected:.1f}%"
+        print(line)
+        write_outputs(Path(FLAGS.workdir), cfg, result, extra)
+        print(f"results written to {FLAGS.workdir}")
+    return 0
+
+
+cli = common.entry_point(run)
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,152 @@
+"""The evaluation loop: padded batches, the data-parallel evaluator against a per-image
+reference, and `launch.eval` end to end on a fake benchmark (1 device vs 8 simulated devices)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_datasets")
+
+import jax.numpy as jnp  # noqa: E402
+
+from diffcut_jax.concepts import assign_concepts  # noqa: E402
+from diffcut_jax.data import benchmarks, builders, fake_downloads, pipeline  # noqa: E402
+from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf  # noqa: E402
+from diffcut_jax.evaluation.matching import (  # noqa: E402
+    MIoUAccumulator, background_merge, final_scores, image_scores,
+)
+from diffcut_jax.extractor import load_extractor  # noqa: E402
+from diffcut_jax.ncut import recursive_ncut  # noqa: E402
+from diffcut_jax.pamr import refine  # noqa: E402
+from diffcut_jax.segmenter import SegmenterOptions  # noqa: E402
+from diffcut_jax.testing import tiny_spec, write_random_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+S, M = 128, 32  # tiny model: 4 x 4 feature nodes at 128
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    write_random_checkpoint(root / "ckpt", tiny_spec("sdxl"), seed=3)
+    out = {"root": root}
+    for name in ("voc20", "cityscapes"):
+        fake_downloads.WRITERS[name](root / name / "raw")
+        b = builders.builder(name, root / "tfds")
+        builders.prepare(b, root / name / "raw")
+        out[name] = builders.builder(name, root / "tfds")
+    return out
+
+
+def test_padded_batches_cover_split_once(data):
+    b = data["voc20"]
+    ds, n = pipeline.eval_batches(b, batch_size=4, image_size=S, mask_size=M)
+    batches = [pipeline.as_numpy(x) for x in ds]
+    assert n == len(batches) == 2
+    assert [int(x["valid"].sum()) for x in batches] == [4, 2]
+    ids = [i for x in batches for i, v in zip(x["image_id"], x["valid"]) if v]
+    assert sorted(ids) == sorted(e["image_id"].decode() for e in b.as_dataset(split="validation").as_numpy_iterator())
+    assert (batches[1]["label"][2:] == -1).all() and (batches[1]["image"][2:] == 0).all()
+    # Three processes: disjoint parts covering the split, the same number of batches each.
+    parts = []
+    for p in range(3):
+        ds, n = pipeline.eval_batches(b, batch_size=1, image_size=S, mask_size=M, process_index=p, process_count=3)
+        got = [pipeline.as_numpy(x) for x in ds]
+        assert len(got) == n == 2
+        parts += [i for x in got for i, v in zip(x["image_id"], x["valid"]) if v]
+    assert sorted(parts) == sorted(ids)
+
+
+def _reference(extractor, benchmark, options, batches):
+    """Per image, unbatched and unsharded: the protocol written out step by step."""
+    n, bg = benchmark.num_classes, benchmark.background
+    acc = MIoUAccumulator(n)
+    for batch in batches:
+        for image, gt, valid in zip(batch["image"], batch["label"], batch["valid"]):
+            if not valid:
+                continue
+            feats = extractor(jnp.asarray(image)[None], size=(S, S))
+            masks = np.asarray(assign_concepts(feats[0], recursive_ncut(feats[0], options.tau, options.alpha), (M, M)))
+            if options.refinement and not bg:
+                masks = np.asarray(refine(jnp.asarray(image), jnp.asarray(masks)))
+            rows = n if bg else n + 1
+            hist = np.zeros((rows, 2048), np.int64)
+            ok = gt + 1 < rows
+            np.add.at(hist, (gt[ok] + 1, masks[ok]), 1)
+            if not (options.refinement and bg):
+                acc.add(*image_scores(hist, int(masks.max()) + 1, n, bg))
+                continue
+            mapping = background_merge(hist[1:], int(masks.max()) + 1)
+            merged = mapping[masks]
+            refined = np.asarray(refine(jnp.asarray(image), jnp.asarray(merged)))
+            g = np.where(gt == -1, n - 1, gt)
+            final = np.zeros((n, 2048), np.int64)
+            np.add.at(final, (g, refined), 1)
+            acc.add(*final_scores(final, int(refined.max()) + 1, n))
+    return acc
+
+
+@pytest.mark.parametrize("name,refinement", [("voc20", False), ("voc20", True), ("cityscapes", True)])
+def test_evaluator_matches_per_image_reference(data, name, refinement):
+    extractor = load_extractor(str(data["root"] / "ckpt"), image_size=S)
+    options = SegmenterOptions(tau=0.99, alpha=1.0, image_size=S, square=True, refinement=refinement)
+    bench = benchmarks.get(name)
+    ds, _ = pipeline.eval_batches(data[name], batch_size=4, image_size=S, mask_size=M)
+    batches = list(batches_from_tf(ds))
+    result = Evaluator(extractor, bench, options, mask_size=M).evaluate(iter(batches))
+    expected = _reference(extractor, bench, options, batches)
+    assert result.accumulator.images == expected.images == 6
+    np.testing.assert_array_equal(result.accumulator.tp, expected.tp)
+    np.testing.assert_array_equal(result.accumulator.fp, expected.fp)
+    np.testing.assert_array_equal(result.accumulator.fn, expected.fn)
+    assert result.accumulator.valid_pixels == expected.valid_pixels
+    assert result.accumulator.tp.sum() > 0
+
+
+def _launch(args, devices=1):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return subprocess.run([sys.executable, "-m", "launch.eval", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_launch_eval_one_vs_eight_devices(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launch")
+    write_random_checkpoint(root / "ckpt", tiny_spec("sdxl"), seed=3)
+    fake_downloads.write_voc2012(root / "raw", num_images=7)
+    common = ["--config=configs/voc20.py", f"--config.model={root / 'ckpt'}", f"--config.image_size={S}",
+              f"--config.mask_size=({M},{M})", "--config.tau=0.99", "--config.alpha=1.0",
+              f"--data_dir={root / 'tfds'}"]
+    one = _launch(common + [f"--manual_dir={root / 'raw'}", "--config.per_device_batch_size=4",
+                            f"--workdir={root / 'one'}"], devices=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    eight = _launch(common + ["--config.per_device_batch_size=1", f"--workdir={root / 'eight'}"], devices=8)
+    assert eight.returncode == 0, eight.stderr[-3000:]
+    assert "mIoU" in one.stderr and "img/s" in one.stderr  # the progress line
+    assert "background" in one.stdout and "published: 62.0%" in one.stdout
+    r1 = json.loads((root / "one" / "results.json").read_text())
+    r8 = json.loads((root / "eight" / "results.json").read_text())
+    assert (r1["devices"], r8["devices"]) == (1, 8)
+    assert r1["images"] == r8["images"] == 7
+    assert r1["per_class"] == r8["per_class"]
+    assert r1["miou"] == r8["miou"] and r1["pixel_accuracy"] == r8["pixel_accuracy"]
+    assert 0 <= r1["input_wait_share"] <= 1 and r1["published_miou"] == 62.0
+    assert (root / "one" / "per_class.csv").read_text() == (root / "eight" / "per_class.csv").read_text()
+    cfg = json.loads((root / "eight" / "config.json").read_text())
+    assert cfg["tau"] == 0.99 and cfg["benchmark"] == "voc20" and cfg["per_device_batch_size"] == 1
+
+
+def test_launch_eval_missing_data(tmp_path):
+    res = _launch(["--config=configs/voc20.py", f"--data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'w'}"])
+    assert res.returncode == 2
+    assert "VOC-20: no manual_dir given" in res.stderr and "VOCdevkit/VOC2012/JPEGImages" in res.stderr
+    res = _launch(["--config=configs/voc20.py", f"--data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'w'}",
+                   f"--manual_dir={tmp_path}"])
+    assert res.returncode == 2 and "expected a folder at" in res.stderr
+    assert not (tmp_path / "w").exists()

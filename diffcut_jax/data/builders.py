@@ -11,6 +11,9 @@ convention ("original", the default, reproduces the paper's numbers; "standard")
 """
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -139,7 +142,9 @@ def prepare(b: tfds.core.DatasetBuilder, manual_dir=None) -> None:
     if b.data_path.joinpath("dataset_info.json").exists():
         return
     layout_for(b.benchmark).examples(manual_dir)  # raises MissingDataError
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    # TFDS announces the build on stdout; keep stdout for results.
+    with contextlib.redirect_stdout(sys.stderr):
+        b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
 
 
 __all__ = ["BUILDERS", "MissingDataError", "VOID", "builder", "prepare"]

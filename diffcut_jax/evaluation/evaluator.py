@@ -213,12 +213,15 @@ class Evaluator:
                 on_image(dev["image_id"][i])
 
     def evaluate(self, batches: Iterable[dict], *, on_image: Callable[[str, MIoUAccumulator], None] | None = None,
-                 prefetch: int = 2) -> EvalResult:
+                 prefetch: int = 2, overlap: bool = True) -> EvalResult:
         """Run every batch; `on_image(image_id, accumulator)` after each real image is scored.
 
         While the device computes batch i, the host scores batch i - 1 and the next `prefetch`
-        batches are already transferred.
+        batches are already transferred. `overlap=False` runs the steps one after another (the
+        baseline of benchmarks/eval_throughput.py).
         """
+        if not overlap:
+            return self._evaluate_sequentially(batches, on_image)
         acc = MIoUAccumulator(self.benchmark.num_classes)
         result = EvalResult(self.benchmark, acc)
 
@@ -253,6 +256,30 @@ class Evaluator:
             pending = (dev, out)
         if pending is not None:
             self._score(*pending, acc, scored)
+        acc.merge_processes()
+        result.seconds = time.perf_counter() - start
+        return result
+
+
+    def _evaluate_sequentially(self, batches, on_image) -> EvalResult:
+        acc = MIoUAccumulator(self.benchmark.num_classes)
+        result = EvalResult(self.benchmark, acc)
+        start = time.perf_counter()
+        source = iter(batches)
+        while True:
+            t = time.perf_counter()
+            batch = next(source, None)
+            result.input_wait_seconds += time.perf_counter() - t
+            if batch is None:
+                break
+            dev = self._to_device(batch)
+
+            def scored(image_id):
+                result.image_ids.append(image_id)
+                if on_image is not None:
+                    on_image(image_id, acc)
+
+            self._score(dev, self._dispatch(dev), acc, scored)
         acc.merge_processes()
         result.seconds = time.perf_counter() - start
         return result

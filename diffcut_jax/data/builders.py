@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from PIL import Image
 
 from diffcut_jax.data import label_maps
@@ -72,7 +73,6 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
             label = np.where(classes < 0, VOID, classes).astype(np.uint8)[..., None]
             yield ex.image_id, {"image": ex.image, "label": label, "image_id": ex.image_id}
         if unexpected:
-            import logging
             logging.warning("%s: %d pixel(s) had a category outside the 59 classes (set to void)",
                             layout.title, unexpected)
 

@@ -6,7 +6,7 @@ r"""Benchmark evaluation: `diffcut-jax eval` = `python -m launch.eval`.
 Builds the benchmark's TFDS dataset from the raw download on first use, then segments every
 validation image on all devices (data parallel) and matches segments to classes (PROTOCOL.md).
 Shows images/s and the running mIoU; at the end prints the per-class IoU table and writes
-`results.json`, `per_class.csv` and `config.json` to --workdir. Multi-host: pass --distributed on
+`results.json`, `per_class.csv`, `config.json` and `per_image.jsonl` to --workdir. Multi-host: pass --distributed on
 every host (jax.distributed.initialize); each host reads its own part of the split.
 """
 from __future__ import annotations
@@ -28,7 +28,11 @@ config_flags.DEFINE_config_file("config", None, "Benchmark config, e.g. configs/
 flags.DEFINE_string("workdir", None, "Where results.json, per_class.csv and config.json go.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's own, ~/tensorflow_datasets).")
 flags.DEFINE_string("manual_dir", None, "The raw download (needed until the dataset is built).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs); on "
+                  "clusters it finds its settings itself, elsewhere pass the three flags below.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 
 
 def validate(cfg) -> None:
@@ -99,7 +103,8 @@ def run(args: list[str]) -> int:
     import jax
 
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
     from configs.common import published_miou
     from diffcut_jax.checkpoint import CheckpointError
     from diffcut_jax.data import benchmarks, builders, pipeline
@@ -168,6 +173,12 @@ def run(args: list[str]) -> int:
         "input_wait_share": result.input_wait_seconds / max(result.seconds, 1e-9),
         "devices": jax.device_count(), "processes": jax.process_count(),
     }
+    # Per image (this process's images): segments, valid and correctly matched pixels.
+    workdir = Path(FLAGS.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    name = "per_image.jsonl" if jax.process_count() == 1 else f"per_image.{jax.process_index()}.jsonl"
+    from diffcut_jax.imageio import atomic_write
+    atomic_write(workdir / name, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in result.per_image)))
     if jax.process_index() == 0:
         print(class_table(result))
         line = (f"{bench.title}: mIoU {100 * result.miou:.2f}%  pixel accuracy "

@@ -1,9 +1,11 @@
 """The evaluation loop: padded batches, the data-parallel evaluator against a per-image
-reference, and `launch.eval` end to end on a fake benchmark (1 device vs 8 simulated devices)."""
+reference, and `launch.eval` end to end on a fake benchmark (1 device vs 8 simulated devices vs
+two processes of 4 devices through jax.distributed)."""
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -116,7 +118,7 @@ def _launch(args, devices=1):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_launch_eval_one_vs_eight_devices(tmp_path_factory):
+def test_launch_eval_one_vs_eight_devices_vs_two_processes(tmp_path_factory):
     root = tmp_path_factory.mktemp("launch")
     write_random_checkpoint(root / "ckpt", tiny_spec("sdxl"), seed=3)
     fake_downloads.write_voc2012(root / "raw", num_images=7)
@@ -140,6 +142,28 @@ def test_launch_eval_one_vs_eight_devices(tmp_path_factory):
     assert (root / "one" / "per_class.csv").read_text() == (root / "eight" / "per_class.csv").read_text()
     cfg = json.loads((root / "eight" / "config.json").read_text())
     assert cfg["tau"] == 0.99 and cfg["benchmark"] == "voc20" and cfg["per_device_batch_size"] == 1
+    per_image = [json.loads(line) for line in (root / "one" / "per_image.jsonl").read_text().splitlines()]
+    assert len(per_image) == 7 and sum(r["correct_pixels"] for r in per_image) > 0
+
+    # Multi-host: two processes of 4 CPU devices each, through jax.distributed (gloo on CPU).
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "launch.eval", *common, "--config.per_device_batch_size=1",
+         f"--workdir={root / 'two'}", "--distributed", f"--coordinator_address=localhost:{port}",
+         "--num_processes=2", f"--process_id={i}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    r2 = json.loads((root / "two" / "results.json").read_text())
+    assert (r2["devices"], r2["processes"], r2["images"]) == (8, 2, 7)
+    assert r2["per_class"] == r1["per_class"] and r2["miou"] == r1["miou"]
+    ids = [json.loads(line)["image_id"] for i in range(2)
+           for line in (root / "two" / f"per_image.{i}.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(r["image_id"] for r in per_image)  # each image once, split over hosts
 
 
 def test_launch_eval_missing_data(tmp_path):

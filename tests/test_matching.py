@@ -48,3 +48,26 @@ def test_histogram_counts_against_numpy():
             expected[g + 1, p] += 1
     np.testing.assert_array_equal(np.asarray(hist), expected)
     assert int(num_pred) == pred.max() + 1
+
+
+def test_merge_processes_keeps_large_counts_exact(monkeypatch):
+    """Cross-process sums go through JAX without x64: counts past 2**31 must survive exactly."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    acc = MIoUAccumulator(3)
+    acc.add(np.array([2.0**33 + 1, 5.0, 0.0]), np.array([7.0, 2.0**31 + 3, 0.0]), np.zeros(3), 2**34 + 9)
+    other = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1], np.int64)  # tp, fp, fn, valid, images
+
+    def fake_allgather(halves):
+        halves = np.asarray(halves)
+        assert halves.dtype == np.int32
+        theirs = np.stack([other >> 31, other & (2**31 - 1)]).astype(np.int32)
+        return np.stack([halves, theirs])
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", fake_allgather)
+    acc.merge_processes()
+    np.testing.assert_array_equal(acc.tp, [2.0**33 + 2, 7.0, 3.0])
+    np.testing.assert_array_equal(acc.fp, [11.0, 2.0**31 + 8, 6.0])
+    assert acc.valid_pixels == 2**34 + 9 + 10 and acc.images == 2

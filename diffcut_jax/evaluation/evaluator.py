@@ -101,7 +101,7 @@ class EvalResult:
     accumulator: MIoUAccumulator
     seconds: float = 0.0
     input_wait_seconds: float = 0.0
-    image_ids: list[str] = field(default_factory=list)
+    per_image: list[dict] = field(default_factory=list)  # this process's images, in order
 
     @property
     def miou(self) -> float:
@@ -210,7 +210,9 @@ class Evaluator:
         for i, s in enumerate(scores):
             if s is not None:
                 acc.add(*s)
-                on_image(dev["image_id"][i])
+                tp, _, _, valid_pixels = s
+                on_image({"image_id": dev["image_id"][i], "segments": int(num_pred[i]),
+                          "valid_pixels": valid_pixels, "correct_pixels": int(tp.sum())})
 
     def evaluate(self, batches: Iterable[dict], *, on_image: Callable[[str, MIoUAccumulator], None] | None = None,
                  prefetch: int = 2, overlap: bool = True) -> EvalResult:
@@ -225,10 +227,10 @@ class Evaluator:
         acc = MIoUAccumulator(self.benchmark.num_classes)
         result = EvalResult(self.benchmark, acc)
 
-        def scored(image_id):
-            result.image_ids.append(image_id)
+        def scored(record):
+            result.per_image.append(record)
             if on_image is not None:
-                on_image(image_id, acc)
+                on_image(record["image_id"], acc)
 
         start = time.perf_counter()
         source = iter(batches)
@@ -274,10 +276,10 @@ class Evaluator:
                 break
             dev = self._to_device(batch)
 
-            def scored(image_id):
-                result.image_ids.append(image_id)
+            def scored(record):
+                result.per_image.append(record)
                 if on_image is not None:
-                    on_image(image_id, acc)
+                    on_image(record["image_id"], acc)
 
             self._score(dev, self._dispatch(dev), acc, scored)
         acc.merge_processes()

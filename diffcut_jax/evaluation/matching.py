@@ -129,8 +129,13 @@ class MIoUAccumulator:
         if jax.process_count() == 1:
             return
         from jax.experimental import multihost_utils
+        # Counts are whole numbers; without x64 JAX would carry them as float32 / int32, which
+        # loses exactness past 2**24 pixels. Gather them as two 31-bit int32 halves instead.
         local = np.concatenate([self.tp, self.fp, self.fn, [self.valid_pixels, self.images]])
-        total = np.asarray(multihost_utils.process_allgather(local)).sum(axis=0)
+        local = np.rint(local).astype(np.int64)
+        halves = np.stack([local >> 31, local & (2**31 - 1)]).astype(np.int32)
+        gathered = np.asarray(multihost_utils.process_allgather(halves)).astype(np.int64)
+        total = ((gathered[:, 0] << 31) + gathered[:, 1]).sum(axis=0).astype(np.float64)
         n = self.num_classes
         self.tp, self.fp, self.fn = total[:n], total[n : 2 * n], total[2 * n : 3 * n]
         self.valid_pixels, self.images = int(total[3 * n]), int(total[3 * n + 1])

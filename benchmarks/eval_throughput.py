@@ -49,7 +49,6 @@ def main() -> None:
     fake_downloads.write_voc2012(tmp / "raw", num_images=args.images)
     builder = builders.builder("voc20", tmp / "tfds")
     builders.prepare(builder, tmp / "raw")
-    builder = builders.builder("voc20", tmp / "tfds")
 
     extractor = load_extractor(model, image_size=args.image_size)
     options = SegmenterOptions(image_size=args.image_size, square=True, refinement=args.refinement)

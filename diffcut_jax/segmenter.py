@@ -64,12 +64,26 @@ def working_size(height: int, width: int, image_size: int, square: bool) -> tupl
     return (image_size, r(width)) if height >= width else (r(height), image_size)
 
 
-def _refine_bucketed(image, masks, *, num_iter, dilations, capacities):
-    """PAMR needs a static channel count: use the smallest bucket that holds the labels."""
-    needed = jnp.max(masks) + 1
-    which = jnp.minimum(jnp.sum(jnp.asarray(capacities) < needed), len(capacities) - 1)
+def coarse_segments(feats, tau, alpha, options: SegmenterOptions):
+    """(B, h, w, C) features -> (B, h, w) labels by recursive NCut (tau, alpha traced) or AutoSC."""
+    if options.method == "ncut":
+        return recursive_ncut(feats, tau, alpha)
+    return autosc(feats, use_chosen_alpha=options.autosc_use_chosen_alpha)
+
+
+def refine_masks(image, masks, *, options: SegmenterOptions, capacity: int):
+    """PAMR + argmax + median (`pamr.refine`) of one image's masks, values in [0, capacity).
+
+    PAMR needs a static channel count, but the label count is known only at run time: the labels
+    are made consecutive (the output, indices into the sorted distinct labels, is unchanged) and
+    the smallest channel bucket that holds them is used.
+    """
+    masks = consecutive(masks, capacity)
+    capacities = tuple(sorted({c for c in (8, 32, 128) if c < capacity} | {capacity}))
+    which = jnp.minimum(jnp.sum(jnp.asarray(capacities) < jnp.max(masks) + 1), len(capacities) - 1)
     branches = [
-        functools.partial(refine, num_iter=num_iter, dilations=dilations, num_labels=c)
+        functools.partial(refine, num_iter=options.pamr_num_iter,
+                          dilations=tuple(options.pamr_dilations), num_labels=c)
         for c in capacities
     ]
     return sequential_vmap(lambda w, im, m: jax.lax.switch(w, branches, im, m))(which, image, masks)
@@ -83,18 +97,10 @@ def segment_batch(params, images, noise, tau, alpha, *, unet_graph, vae_graph, t
         images = jax.vmap(lambda im: resize_bilinear(im, size))(images)
     feats = extract(params, images, noise, unet_graph=unet_graph, vae_graph=vae_graph,
                     size=size, timestep=timestep, schedule=schedule)
-    if options.method == "ncut":
-        coarse = recursive_ncut(feats, tau, alpha)
-    else:
-        coarse = autosc(feats, use_chosen_alpha=options.autosc_use_chosen_alpha)
-    masks = assign_concepts(feats, coarse, size)
+    masks = assign_concepts(feats, coarse_segments(feats, tau, alpha, options), size)
     n_nodes = feats.shape[1] * feats.shape[2]
     if options.refinement:
-        caps = tuple(sorted({c for c in (8, 32, 128) if c < n_nodes} | {n_nodes}))
-        masks = jax.vmap(
-            functools.partial(_refine_bucketed, num_iter=options.pamr_num_iter,
-                              dilations=tuple(options.pamr_dilations), capacities=caps)
-        )(images, masks)
+        masks = jax.vmap(functools.partial(refine_masks, options=options, capacity=n_nodes))(images, masks)
     masks = jax.vmap(functools.partial(consecutive, capacity=n_nodes))(masks)
     if out_size != size:
         rows = jnp.asarray(nearest_exact_indices(size[0], out_size[0]))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -111,6 +110,7 @@ def run(args: list[str]) -> int:
     from diffcut_jax.data.raw_layouts import MissingDataError
     from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf
     from diffcut_jax.extractor import load_extractor
+    from diffcut_jax.imageio import atomic_write
     from diffcut_jax.segmenter import SegmenterOptions
 
     bench = benchmarks.get(cfg.benchmark, cfg.label_convention)
@@ -121,9 +121,8 @@ def run(args: list[str]) -> int:
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices("dataset prepared")
-        if not builder.data_path.joinpath("dataset_info.json").exists():
+        if not builders.is_built(builder):
             raise MissingDataError(f"{bench.title}: dataset not built at {builder.data_path}")
-        builder = builders.builder(cfg.benchmark, FLAGS.data_dir, cfg.label_convention)  # re-read info
     except (MissingDataError, ValueError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
@@ -153,7 +152,8 @@ def run(args: list[str]) -> int:
         sys.stderr.write(f"error: split {split!r}: {e}\n")
         return 2
     total = pipeline.num_examples(builder, split)
-    local_total = min(total, math.ceil(total / jax.process_count()))
+    local_total = pipeline.num_examples(
+        builder, pipeline.split_for_process(split, jax.process_index(), jax.process_count()))
     sys.stderr.write(
         f"{bench.title}: {total} image(s), {jax.device_count()} device(s) in {jax.process_count()} "
         f"process(es), batch {batch_size} per process; model loaded in {load_s:.1f} s\n")
@@ -177,7 +177,6 @@ def run(args: list[str]) -> int:
     workdir = Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     name = "per_image.jsonl" if jax.process_count() == 1 else f"per_image.{jax.process_index()}.jsonl"
-    from diffcut_jax.imageio import atomic_write
     atomic_write(workdir / name, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in result.per_image)))
     if jax.process_index() == 0:
         print(class_table(result))

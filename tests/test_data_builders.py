@@ -86,7 +86,7 @@ def test_builder_images_labels_crop_resize(case, tmp_path, coco_raw):
         written = fake_downloads.WRITERS[benchmark](raw_dir)
     b = builders.builder(benchmark, tmp_path / "tfds", convention)
     builders.prepare(b, raw_dir)
-    b = builders.builder(benchmark, tmp_path / "tfds", convention)
+    b = builders.builder(benchmark, tmp_path / "tfds", convention)  # a fresh builder reads what was stored
     assert b.info.splits["validation"].num_examples == len(written)
     by_id = {e.image_id: e for e in written}
     stored = list(pipeline.read_dataset(b, "validation").as_numpy_iterator())

@@ -78,3 +78,20 @@ def test_ade_and_coco_label_folders_missing(tmp_path):
     assert len(some) == 2
     with pytest.raises(MissingDataError, match="2173 image\\(s\\) of the split are missing"):
         layout_for("coco_stuff").examples(tmp_path / "coco")
+
+
+def test_corrupt_image_or_label_fails_the_build_naming_the_file(tmp_path):
+    written = fake_downloads.write_voc2012(tmp_path / "raw")
+    image = written[1].image_path
+    image.write_bytes(image.read_bytes()[:200])  # truncated JPEG: the header still reads
+    b = builders.builder("voc20", tmp_path / "tfds")
+    with pytest.raises(ValueError, match=f"VOC-20: image {re.escape(str(image))} cannot be decoded"):
+        builders.prepare(b, tmp_path / "raw")
+    assert not builders.is_built(b)
+
+    written = fake_downloads.write_voc2012(tmp_path / "raw2")
+    label = tmp_path / f"raw2/VOCdevkit/VOC2012/SegmentationClass/{written[3].image_id}.png"
+    label.write_bytes(b"not a png")
+    b = builders.builder("voc20", tmp_path / "tfds2")
+    with pytest.raises(ValueError, match=f"label of {written[3].image_id} \\({re.escape(str(label))}\\) cannot be read"):
+        builders.prepare(b, tmp_path / "raw2")

@@ -40,9 +40,8 @@ def data(tmp_path_factory):
     out = {"root": root}
     for name in ("voc20", "cityscapes"):
         fake_downloads.WRITERS[name](root / name / "raw")
-        b = builders.builder(name, root / "tfds")
-        builders.prepare(b, root / name / "raw")
         out[name] = builders.builder(name, root / "tfds")
+        builders.prepare(out[name], root / name / "raw")
     return out
 
 

@@ -1,7 +1,7 @@
 """The six benchmarks of the paper's Table 1: classes, background handling, class names."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from diffcut_jax.data import class_names
 
@@ -42,6 +42,5 @@ def get(name: str, label_convention: str = "original") -> Benchmark:
         raise ValueError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
     b = BENCHMARKS[name]
     if name == "ade20k" and label_convention == "standard":
-        from dataclasses import replace
         return replace(b, class_names=class_names.ADE150)
     return b

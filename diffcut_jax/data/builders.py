@@ -50,18 +50,39 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
             supervised_keys=("image", "label"),
         )
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "benchmark", None):
+            layout = layout_for(cls.benchmark)
+            cls.MANUAL_DOWNLOAD_INSTRUCTIONS = (
+                f"Unpack the official {layout.title} download in manual_dir:\n{layout.layout}\n")
+
+    # Set by `prepare`, which lists (and so checks) the raw examples before TFDS starts: reused
+    # here rather than listed twice (Context parses the large trainval_merged.json to list them).
+    _listed: tuple | None = None
+
     def _split_generators(self, dl_manager):
-        layout = layout_for(self.benchmark)
-        examples = layout.examples(dl_manager.manual_dir)
+        if self._listed is not None:
+            layout, examples = self._listed
+        else:
+            layout = layout_for(self.benchmark)
+            examples = layout.examples(dl_manager.manual_dir)
         return {"validation": self._generate_examples(layout, examples)}
 
     def _generate_examples(self, layout, examples):
         lut = label_maps.lookup_table(self.benchmark, self._convention())
         unexpected = 0
         for ex in examples:
-            raw = layout.raw_label(ex)
-            with Image.open(ex.image) as im:
-                width, height = im.size
+            try:
+                raw = layout.raw_label(ex)
+            except OSError as e:  # unreadable or truncated label file
+                raise ValueError(f"{layout.title}: label of {ex.image_id} ({ex.label}) cannot be read: {e}") from e
+            try:  # decode fully now: a corrupt file must fail the build, naming the file
+                with Image.open(ex.image) as im:
+                    im.load()
+                    width, height = im.size
+            except OSError as e:
+                raise ValueError(f"{layout.title}: image {ex.image} cannot be decoded: {e}") from e
             if raw.shape != (height, width):
                 raise ValueError(
                     f"{layout.title}: label of {ex.image_id} is {raw.shape[1]}x{raw.shape[0]}, "
@@ -77,39 +98,28 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                             layout.title, unexpected)
 
 
-def _instructions(benchmark: str) -> str:
-    layout = layout_for(benchmark)
-    return f"Unpack the official {layout.title} download in manual_dir:\n{layout.layout}\n"
-
-
 class DiffcutVoc20(_RawBenchmarkBuilder):
     benchmark = "voc20"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("voc20")
 
 
 class DiffcutContext59(_RawBenchmarkBuilder):
     benchmark = "context59"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("context59")
 
 
 class DiffcutCocoObject(_RawBenchmarkBuilder):
     benchmark = "coco_object"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("coco_object")
 
 
 class DiffcutCocoStuff(_RawBenchmarkBuilder):
     benchmark = "coco_stuff"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("coco_stuff")
 
 
 class DiffcutCityscapes(_RawBenchmarkBuilder):
     benchmark = "cityscapes"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("cityscapes")
 
 
 class DiffcutAde20k(_RawBenchmarkBuilder):
     benchmark = "ade20k"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions("ade20k")
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="original", description="Raw values are the classes (as the paper)."),
         tfds.core.BuilderConfig(name="standard", description="0 ignored, raw k -> class k - 1."),
@@ -136,15 +146,20 @@ def builder(benchmark: str, data_dir=None, label_convention: str = "original") -
     return BUILDERS[benchmark](**kwargs)
 
 
+def is_built(b: tfds.core.DatasetBuilder) -> bool:
+    return b.data_path.joinpath("dataset_info.json").exists()
+
+
 def prepare(b: tfds.core.DatasetBuilder, manual_dir=None) -> None:
     """Build the validation split unless already built. The raw layout is checked first, so a
     missing or incomplete download fails at once with what is missing and where."""
-    if b.data_path.joinpath("dataset_info.json").exists():
+    if is_built(b):
         return
-    layout_for(b.benchmark).examples(manual_dir)  # raises MissingDataError
+    layout = layout_for(b.benchmark)
+    b._listed = (layout, layout.examples(manual_dir))  # raises MissingDataError
     # TFDS announces the build on stdout; keep stdout for results.
     with contextlib.redirect_stdout(sys.stderr):
         b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
 
 
-__all__ = ["BUILDERS", "MissingDataError", "VOID", "builder", "prepare"]
+__all__ = ["BUILDERS", "MissingDataError", "VOID", "builder", "is_built", "prepare"]

@@ -61,11 +61,12 @@ def _save_jpeg(path: Path, array: np.ndarray):
     Image.fromarray(array).save(path, quality=95)
 
 
-def _save_png(path: Path, array: np.ndarray, palette=None, mode="L"):
+def _save_png(path: Path, array: np.ndarray, palette=None):
+    """A one-channel PNG of `array`'s values: grayscale, or palette indices with `palette`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(array.astype(np.uint8), mode="L")
     if palette is not None:
-        im = im.convert("P") if False else Image.frombytes("P", im.size, im.tobytes())
+        im = Image.frombytes("P", im.size, im.tobytes())
         im.putpalette(palette)
     im.save(path)
 

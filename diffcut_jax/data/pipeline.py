@@ -106,17 +106,17 @@ def _empty_batch(batch_size: int, image_size: int, mask_size: int) -> dict:
     }
 
 
-def split_for_process(split: str, process_index: int, process_count: int) -> str:
-    """This process's part of `split` (even, contiguous; sizes differ by at most one)."""
+def split_for_process(split: str, process_index: int, process_count: int):
+    """This process's part of `split` (even, contiguous; sizes differ by at most one), as a split
+    that `as_dataset` and `builder.info.splits[...]` accept."""
     if process_count == 1:
         return split
     return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
 
 
-def num_examples(builder, split: str) -> int:
-    """Examples in a (possibly sliced) split, e.g. 'validation[:100]'."""
-    info = builder.info.splits[split]
-    return int(info.num_examples)
+def num_examples(builder, split) -> int:
+    """Examples in a split, sliced ('validation[:100]') or a process's part."""
+    return int(builder.info.splits[split].num_examples)
 
 
 def eval_batches(builder, *, batch_size: int, image_size: int = 1024, mask_size: int = 128,

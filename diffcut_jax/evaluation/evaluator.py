@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from diffcut_jax.autosc import autosc
 from diffcut_jax.concepts import assign_concepts
 from diffcut_jax.data.benchmarks import Benchmark
 from diffcut_jax.evaluation.matching import (
@@ -33,9 +32,7 @@ from diffcut_jax.evaluation.matching import (
     image_scores,
 )
 from diffcut_jax.extractor import DiffusionFeatureExtractor, extract
-from diffcut_jax.labels import consecutive
-from diffcut_jax.ncut import recursive_ncut
-from diffcut_jax.segmenter import SegmenterOptions, _refine_bucketed
+from diffcut_jax.segmenter import SegmenterOptions, coarse_segments, refine_masks
 
 DATA_AXIS = "data"
 
@@ -44,15 +41,6 @@ def data_mesh(devices=None) -> Mesh:
     """A 1-D mesh over all devices (of every process), axis 'data'."""
     devices = jax.devices() if devices is None else devices
     return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def _refine_dense(image, masks, *, options, capacity):
-    """PAMR + argmax + median on labels made consecutive first: the output (indices into the
-    sorted distinct labels) is the same, and the channel bucket follows the label count."""
-    masks = consecutive(masks, capacity)
-    caps = tuple(sorted({c for c in (8, 32, 128) if c < capacity} | {capacity}))
-    return _refine_bucketed(image, masks, num_iter=options.pamr_num_iter,
-                            dilations=tuple(options.pamr_dilations), capacities=caps)
 
 
 def predict_histograms(params, images, labels, noise, tau, alpha, *, unet_graph, vae_graph,
@@ -69,14 +57,9 @@ def predict_histograms(params, images, labels, noise, tau, alpha, *, unet_graph,
         feats = jax.lax.map(lambda im: forward(params, im[None], noise)[0], images)
     else:
         feats = forward(params, images, noise)
-    if options.method == "ncut":
-        coarse = recursive_ncut(feats, tau, alpha)
-    else:
-        coarse = autosc(feats, use_chosen_alpha=options.autosc_use_chosen_alpha)
-    masks = assign_concepts(feats, coarse, mask_size)
+    masks = assign_concepts(feats, coarse_segments(feats, tau, alpha, options), mask_size)
     if refine_now:
-        refine = functools.partial(_refine_dense, options=options, capacity=columns)
-        masks = jax.vmap(refine)(images, masks)
+        masks = jax.vmap(functools.partial(refine_masks, options=options, capacity=columns))(images, masks)
     hist, num_pred = jax.vmap(class_segment_histogram, in_axes=(0, 0, None, None))(
         masks, labels, rows, columns)
     return masks, hist, num_pred
@@ -87,8 +70,7 @@ def refine_merged_histograms(images, masks, mapping, labels, *, options: Segment
     """Background datasets with refinement: merge (per-image id mapping), PAMR, final histogram
     with gt -1 as the background class n - 1."""
     merged = jnp.take_along_axis(mapping, masks.reshape(masks.shape[0], -1), axis=1).reshape(masks.shape)
-    refine = functools.partial(_refine_dense, options=options, capacity=columns)
-    refined = jax.vmap(refine)(images, merged)
+    refined = jax.vmap(functools.partial(refine_masks, options=options, capacity=columns))(images, merged)
     gt = jnp.where(labels == -1, num_classes - 1, labels)
     hist, num_pred = jax.vmap(class_segment_histogram, in_axes=(0, 0, None, None))(
         refined, gt, num_classes + 1, columns)
@@ -222,10 +204,9 @@ class Evaluator:
         batches are already transferred. `overlap=False` runs the steps one after another (the
         baseline of benchmarks/eval_throughput.py).
         """
-        if not overlap:
-            return self._evaluate_sequentially(batches, on_image)
         acc = MIoUAccumulator(self.benchmark.num_classes)
         result = EvalResult(self.benchmark, acc)
+        prefetch = max(1, prefetch) if overlap else 1
 
         def scored(record):
             result.per_image.append(record)
@@ -239,12 +220,10 @@ class Evaluator:
         def fill():
             while len(queue) < prefetch:
                 t = time.perf_counter()
-                try:
-                    batch = next(source)
-                except StopIteration:
-                    result.input_wait_seconds += time.perf_counter() - t
-                    return
+                batch = next(source, None)
                 result.input_wait_seconds += time.perf_counter() - t
+                if batch is None:
+                    return
                 queue.append(self._to_device(batch))
 
         pending = None
@@ -252,36 +231,16 @@ class Evaluator:
         while queue:
             dev = queue.popleft()
             out = self._dispatch(dev)  # asynchronous
-            fill()
-            if pending is not None:
-                self._score(*pending, acc, scored)
-            pending = (dev, out)
+            if overlap:
+                fill()  # transfer ahead, and score the previous batch, while the device works
+                if pending is not None:
+                    self._score(*pending, acc, scored)
+                pending = (dev, out)
+            else:
+                self._score(dev, out, acc, scored)
+                fill()
         if pending is not None:
             self._score(*pending, acc, scored)
-        acc.merge_processes()
-        result.seconds = time.perf_counter() - start
-        return result
-
-
-    def _evaluate_sequentially(self, batches, on_image) -> EvalResult:
-        acc = MIoUAccumulator(self.benchmark.num_classes)
-        result = EvalResult(self.benchmark, acc)
-        start = time.perf_counter()
-        source = iter(batches)
-        while True:
-            t = time.perf_counter()
-            batch = next(source, None)
-            result.input_wait_seconds += time.perf_counter() - t
-            if batch is None:
-                break
-            dev = self._to_device(batch)
-
-            def scored(record):
-                result.per_image.append(record)
-                if on_image is not None:
-                    on_image(record["image_id"], acc)
-
-            self._score(dev, self._dispatch(dev), acc, scored)
         acc.merge_processes()
         result.seconds = time.perf_counter() - start
         return result

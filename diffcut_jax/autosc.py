@@ -1,4 +1,4 @@
-"""AutoSC, the paper's automated spectral clustering variant (ALGORITHM.md section 5).
+"""AutoSC, the paper's automated spectral clustering variant (docs/algorithm.md §5).
 
 For alpha in (1, 5, 10, 15): eigen-decompose the normalized Laplacian of W ** alpha and score the
 eigengaps `(lambda_i - cummean_i) / (cummean_i + 1e-6)`; keep the alpha with the largest maximum
@@ -21,6 +21,7 @@ from diffcut_jax.labels import consecutive
 from diffcut_jax.ncut import min_max_similarity
 
 DEFAULT_ALPHAS = (1.0, 5.0, 10.0, 15.0)
+HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class Spectrum(NamedTuple):
@@ -50,7 +51,7 @@ def cluster_qr(vectors: jnp.ndarray, k) -> jnp.ndarray:
     rows = v[piv]  # the first k rows are the chosen pivots
     sel = jnp.where((jnp.arange(rows.shape[0]) < k)[:, None], rows, 0.0)
     u, _, vt = jnp.linalg.svd(sel.T)
-    scores = jnp.abs(v @ (u @ vt))
+    scores = jnp.abs(jnp.matmul(v, jnp.matmul(u, vt, precision=HIGHEST), precision=HIGHEST))
     scores = jnp.where(cols[None, :], scores, -1.0)
     return jnp.argmax(scores, axis=1).astype(jnp.int32)
 
@@ -91,11 +92,16 @@ def autosc(
     alphas = tuple(float(a) for a in alphas)
     if not alphas:
         raise ValueError("autosc: alphas must not be empty")
+    if features.ndim not in (3, 4):
+        raise ValueError(f"autosc: features must be (h, w, C) or (B, h, w, C), got {features.shape}")
+    return _autosc_jit(features, alphas=alphas, use_chosen_alpha=bool(use_chosen_alpha),
+                       return_info=bool(return_info))
+
+
+@functools.partial(jax.jit, static_argnames=("alphas", "use_chosen_alpha", "return_info"))
+def _autosc_jit(features, *, alphas, use_chosen_alpha, return_info):
     fn = functools.partial(
         _autosc_single, alphas=alphas, use_chosen_alpha=use_chosen_alpha, return_info=return_info
     )
-    if features.ndim == 4:
-        return jax.lax.map(fn, features)
-    if features.ndim != 3:
-        raise ValueError(f"autosc: features must be (h, w, C) or (B, h, w, C), got {features.shape}")
-    return fn(features)
+    # Dense eigh per image, no data-dependent branches: the batch is vmapped.
+    return jax.vmap(fn)(features) if features.ndim == 4 else fn(features)

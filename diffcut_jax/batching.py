@@ -1,4 +1,4 @@
-"""Batching rule for per-image functions with data-dependent control flow.
+"""Batching rules for functions with data-dependent control flow.
 
 Under `jax.vmap`, `lax.cond`/`lax.switch` with a batched predicate run every branch and a
 `while_loop` runs until its slowest member stops. For the NCut that means every compaction bucket
@@ -27,6 +27,28 @@ def sequential_vmap(fn: Callable) -> Callable:
             for a, batched in zip(args, in_batched)
         )
         out = jax.lax.map(lambda xs: wrapped(*xs), args)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return wrapped
+
+
+def merge_vmap(fn: Callable) -> Callable:
+    """Wrap `fn(*arrays)`, already batched along axis 0 of every argument and output, so that
+    `jax.vmap` of it folds the new axis into that batch axis instead of batching its control flow
+    (a batched `while_loop` predicate would run every branch of every step)."""
+
+    @jax.custom_batching.custom_vmap
+    def wrapped(*args):
+        return fn(*args)
+
+    @wrapped.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        args = tuple(
+            a if batched else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a))
+            for a, batched in zip(args, in_batched)
+        )
+        out = wrapped(*(a.reshape((-1,) + a.shape[2:]) for a in args))
+        out = jax.tree.map(lambda x: x.reshape((axis_size, -1) + x.shape[1:]), out)
         return out, jax.tree.map(lambda _: True, out)
 
     return wrapped

@@ -1,11 +1,12 @@
-"""Concept assignment (ALGORITHM.md section 3): upsample NCut segments to any resolution.
+"""Concept assignment (docs/algorithm.md §3): upsample NCut segments to any resolution.
 
 e_k = mean of the unit-normalized features over segment k; each output pixel takes
 argmax_k <f_up(p), e_k> with f_up the bilinear (half-pixel) upsampling of the unit-normalized map.
 
 Bilinear upsampling is linear, so <f_up(p), e_k> equals the upsampled low-resolution score map
 <f(q), e_k>: we score at feature resolution (h*w x C x K) and upsample K channels instead of C.
-K is static: the smallest capacity bucket that holds the segment count, chosen at run time.
+K is static: the smallest capacity bucket that holds the batch's largest segment count, chosen at
+run time (one branch per batch).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.batching import sequential_vmap
+from diffcut_jax.batching import merge_vmap
 from diffcut_jax.image_ops import bilinear_matrix
 from diffcut_jax.ncut import normalize_features
 
@@ -29,12 +30,12 @@ def _assign(features, labels, size, capacity):
     onehot = jax.nn.one_hot(jnp.where(valid, lab, capacity), capacity, dtype=jnp.float32)
     counts = jnp.sum(onehot, axis=0)
     # MaskPooling of the original: sum / (count + 1e-8).
-    emb = jnp.matmul(onehot.T, f, precision="highest") / (counts[:, None] + 1e-8)
-    scores = jnp.matmul(f, emb.T, precision="highest").reshape(h, w, capacity)
+    emb = jnp.matmul(onehot.T, f, precision=jax.lax.Precision.HIGHEST) / (counts[:, None] + 1e-8)
+    scores = jnp.matmul(f, emb.T, precision=jax.lax.Precision.HIGHEST).reshape(h, w, capacity)
     ry = jnp.asarray(bilinear_matrix(h, out_h))
     rx = jnp.asarray(bilinear_matrix(w, out_w))
-    up = jnp.einsum("oh,hwk->owk", ry, scores, precision="highest")
-    up = jnp.einsum("pw,owk->opk", rx, up, precision="highest")
+    up = jnp.einsum("oh,hwk->owk", ry, scores, precision=jax.lax.Precision.HIGHEST)
+    up = jnp.einsum("pw,owk->opk", rx, up, precision=jax.lax.Precision.HIGHEST)
     up = jnp.where(counts > 0, up, -jnp.inf)
     return jnp.argmax(up, axis=-1).astype(jnp.int32)
 
@@ -44,6 +45,20 @@ def _capacities(n: int) -> tuple[int, ...]:
     while caps[-1] < n:
         caps.append(min(caps[-1] * 4, n))
     return tuple(caps)
+
+
+def _assign_batch(features, labels, *, size, caps):
+    """(B, h, w, C), (B, h, w) -> (B, *size): one capacity for the whole batch (its largest
+    segment count), so the batch runs together through one branch."""
+    needed = jnp.max(labels) + 1
+    which = jnp.minimum(jnp.sum(jnp.asarray(caps) < needed), len(caps) - 1)
+    branches = [jax.vmap(functools.partial(_assign, size=size, capacity=c)) for c in caps]
+    return jax.lax.switch(which, branches, features, labels)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "caps"))
+def _assign_jit(features, labels, *, size, caps):
+    return merge_vmap(functools.partial(_assign_batch, size=size, caps=caps))(features, labels)
 
 
 def assign_concepts(
@@ -60,7 +75,10 @@ def assign_concepts(
       labels: (h, w) or (B, h, w) int labels, consecutive from 0 (as `recursive_ncut` returns).
       size: output (height, width), static.
       capacities: static segment-count buckets (ascending, the last >= h*w); the smallest that
-        holds max(labels) + 1 is used. Default: 8, 32, 128, ... up to h*w.
+        holds max(labels) + 1 over the batch is used (one branch per batch, not per image).
+        Default: 8, 32, 128, ... up to h*w.
+
+    Jitted once per shape, size and capacities; under `jax.vmap` the mapped axis joins the batch.
 
     Returns:
       int32 (size) labels, values among the input labels (a segment can vanish if no pixel
@@ -69,25 +87,22 @@ def assign_concepts(
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"assign_concepts: size must be (height, width) >= 1, got {size}")
-    if features.ndim == 4:
-        if labels.ndim != 3 or labels.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"assign_concepts: batched features {features.shape} need labels (B, h, w), "
-                f"got {labels.shape}"
-            )
-        fn = functools.partial(assign_concepts, size=size, capacities=capacities)
-        return jax.vmap(fn)(features, labels)
-    if features.ndim != 3 or labels.shape != features.shape[:2]:
+    batched = features.ndim == 4
+    if batched and (labels.ndim != 3 or labels.shape[0] != features.shape[0]):
+        raise ValueError(
+            f"assign_concepts: batched features {features.shape} need labels (B, h, w), "
+            f"got {labels.shape}"
+        )
+    if features.ndim not in (3, 4) or labels.shape[-2:] != features.shape[-3:-1]:
         raise ValueError(
             f"assign_concepts: features (h, w, C) and labels (h, w) must agree, got "
             f"{features.shape} and {labels.shape}"
         )
-    n = features.shape[0] * features.shape[1]
+    n = features.shape[-3] * features.shape[-2]
     caps = tuple(int(c) for c in capacities) if capacities is not None else _capacities(n)
     if caps[-1] < n:
         raise ValueError(f"assign_concepts: the largest capacity must be >= h*w={n}, got {caps}")
-    labels = labels.astype(jnp.int32)
-    needed = jnp.max(labels) + 1
-    which = jnp.minimum(jnp.sum(jnp.asarray(caps) < needed), len(caps) - 1)
-    branches = [functools.partial(_assign, size=size, capacity=c) for c in caps]
-    return sequential_vmap(lambda w, f, l: jax.lax.switch(w, branches, f, l))(which, features, labels)
+    labels = jnp.asarray(labels).astype(jnp.int32)
+    if batched:
+        return _assign_jit(features, labels, size=size, caps=caps)
+    return _assign_jit(features[None], labels[None], size=size, caps=caps)[0]

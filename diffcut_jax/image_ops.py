@@ -7,6 +7,7 @@ interpolation matrices (one per axis), which also makes it cheap to apply to man
 from __future__ import annotations
 
 import numpy as np
+import jax
 import jax.numpy as jnp
 
 
@@ -33,8 +34,8 @@ def resize_bilinear(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
         return x
     ry = jnp.asarray(bilinear_matrix(h, out_h))
     rx = jnp.asarray(bilinear_matrix(w, out_w))
-    x = jnp.einsum("oh,hwc->owc", ry, x, precision="highest")
-    return jnp.einsum("pw,owc->opc", rx, x, precision="highest")
+    x = jnp.einsum("oh,hwc->owc", ry, x, precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("pw,owc->opc", rx, x, precision=jax.lax.Precision.HIGHEST)
 
 
 def nearest_exact_indices(in_size: int, out_size: int) -> np.ndarray:

@@ -1,15 +1,20 @@
-"""Recursive normalized cut (ALGORITHM.md section 2), as one pure, jittable function.
+"""Recursive normalized cut (docs/algorithm.md §2), as one pure, jittable function.
 
-The original recurses in Python over regions. Here the recursion is a `lax.while_loop` over a
-work stack of region ids. Every node always belongs to exactly one region (open or finished), so
-the state is one `(N,)` region-id vector plus a stack of at most N ids. The stack never overflows
-(its entries are disjoint non-empty regions) and the loop runs exactly 2 * splits + 1 times, at
-most 2N - 1.
+Two formulations compute the same partition:
 
-Each region is compacted into the smallest of a few fixed block sizes before its eigenproblem,
-so the cost falls as regions shrink. The 100 cut values of a split come from one (101 x 101)
-aggregation of the affinities by threshold bin, with no sort and no cancellation:
-NCut(S) = cut(S) * (1/vol(S) + 1/vol(rest)).
+  * "stack" (depth-first, the default on CPU): a `lax.while_loop` over a work stack of region
+    ids, one region per step. Each region is compacted into the smallest of a few fixed block
+    sizes before its eigenproblem, so the work shrinks with the regions. Fastest where a loop
+    step and a branch are cheap.
+  * "level" (level-synchronous, the default on GPU/TPU, `ncut_level.py`): every step takes the
+    pending regions of every image of the batch at once with masked fixed-size operations, so
+    the batch runs in parallel and the loop count follows the recursion depth.
+
+Stack formulation: every node always belongs to exactly one region (open or finished), so the
+state is one `(N,)` region-id vector plus a stack of at most N ids. The stack never overflows (its
+entries are disjoint non-empty regions) and the loop runs exactly 2 * splits + 1 times, at most
+2N - 1. The 100 cut values of a split come from one (101 x 101) aggregation of the affinities by
+threshold bin, with no sort and no cancellation: NCut(S) = cut(S) * (1/vol(S) + 1/vol(rest)).
 
 Quirks of the original that are kept (the fixtures depend on them):
   * below depth 0, nodes whose affinity row holds an exact zero are dropped from the active set
@@ -26,50 +31,15 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.batching import sequential_vmap
+from diffcut_jax.batching import merge_vmap, sequential_vmap
+from diffcut_jax.graph import (  # noqa: F401  (re-exported: the NCut's graph)
+    HIGHEST, NUM_THRESHOLDS, Affinity, affinity, canonical_labels, min_max_similarity,
+    normalize_features, thresholds,
+)
+from diffcut_jax.ncut_level import recursive_ncut_level
 from diffcut_jax.spectral import fiedler_vector
 
-NUM_THRESHOLDS = 100
-# float32 pow rounds results below 2**-150 to zero; torch keeps subnormals above that while XLA
-# flushes them, so "exactly zero in the original" is tested in the log domain.
-_FLOAT32_ZERO_LOG2 = -150.0
-
-
-class Affinity(NamedTuple):
-    weights: jnp.ndarray  # (N, N) W ** alpha
-    zero_rows: jnp.ndarray  # (N,) bool: the row holds an exact zero (in the original's float32)
-    finite: jnp.ndarray  # bool: features were finite and not constant
-
-
-def normalize_features(x: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
-    """Unit L2 norm along `axis`, torch `F.normalize` semantics (eps 1e-12)."""
-    norm = jnp.linalg.norm(x, axis=axis, keepdims=True)
-    return x / jnp.maximum(norm, 1e-12)
-
-
-def min_max_similarity(features: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(N, C) features -> min-max normalized cosine similarities (N, N) and a validity flag.
-
-    Constant (or non-finite) features make max == min; the flag is then False and the
-    similarity matrix is all ones instead of 0/0.
-    """
-    f = normalize_features(features.astype(jnp.float32))
-    w = jnp.matmul(f, f.T, precision="highest")
-    lo, hi = jnp.min(w), jnp.max(w)
-    span = hi - lo
-    ok = jnp.isfinite(span) & (span > 0) & jnp.all(jnp.isfinite(features))
-    w = jnp.where(ok, (w - lo) / jnp.where(ok, span, 1.0), 1.0)
-    return w, ok
-
-
-def affinity(features: jnp.ndarray, alpha) -> Affinity:
-    """W = minmax(F F^T) ** alpha, plus the rows the original treats as holding an exact zero."""
-    w, ok = min_max_similarity(features)
-    alpha = jnp.asarray(alpha, jnp.float32)
-    weights = jnp.power(w, alpha)
-    # Predict the original's underflow to exact 0.0: w ** alpha <= 2**-150 <=> w <= 2**(-150/alpha).
-    zero = w <= jnp.exp2(_FLOAT32_ZERO_LOG2 / alpha)
-    return Affinity(weights, jnp.any(zero, axis=1) & ok, ok)
+FORMULATIONS = ("auto", "stack", "level")
 
 
 def default_block_sizes(n: int) -> tuple[int, ...]:
@@ -88,6 +58,7 @@ class Split(NamedTuple):
     inside: jnp.ndarray  # (N,) bool: S, the nodes above the chosen threshold
     value: jnp.ndarray  # the NCut value of the best threshold (NaN for the original's NaN stop)
     accepted_shape: jnp.ndarray  # bool: a proper bipartition was found (eigen ok, not NaN stop)
+    used_dense: jnp.ndarray  # bool: the eigensolver fell back to a dense eigh
 
 
 def _cut_values(a, d, y, valid):
@@ -95,12 +66,11 @@ def _cut_values(a, d, y, valid):
     big = jnp.finfo(y.dtype).max
     ymin = jnp.min(jnp.where(valid, y, big))
     ymax = jnp.max(jnp.where(valid, y, -big))
-    thresholds = jnp.linspace(0.99 * ymin, 0.99 * ymax, NUM_THRESHOLDS, dtype=y.dtype)
     # bin_i = number of thresholds strictly below y_i; node i is in S_t iff bin_i > t.
-    bins = jnp.searchsorted(thresholds, y, side="left")
+    bins = jnp.searchsorted(thresholds(ymin, ymax), y, side="left")
     onehot = jax.nn.one_hot(bins, NUM_THRESHOLDS + 1, dtype=a.dtype) * valid[:, None]
-    grouped = onehot.T @ jnp.matmul(a, onehot, precision="highest")  # (101, 101)
-    vol_bin = onehot.T @ d
+    grouped = jnp.matmul(onehot.T, jnp.matmul(a, onehot, precision=HIGHEST), precision=HIGHEST)
+    vol_bin = jnp.matmul(onehot.T, d, precision=HIGHEST)  # (101,)
     # vol(S_t) = sum over bins > t; cut_t = sum_{a > t, b <= t} grouped[a, b].
     vol_in = jnp.cumsum(vol_bin[::-1])[::-1][1:]  # t = 0..99 -> bins t+1..100
     vol_all = jnp.sum(vol_bin)
@@ -135,7 +105,7 @@ def _split_block(weights, active, size, *, block, max_iter, tol):
     value = jnp.where(nan_stop, jnp.nan, ncut[best])
     inside_block = valid & (bins > best)
     inside = jnp.zeros((n_total,), bool).at[idx].max(inside_block)
-    return Split(inside, value, proper)
+    return Split(inside, value, proper, fied.used_dense)
 
 
 class NCutResult(NamedTuple):
@@ -143,6 +113,7 @@ class NCutResult(NamedTuple):
     num_segments: jnp.ndarray  # int32
     num_splits: jnp.ndarray  # int32
     regions_visited: jnp.ndarray  # int32: regions whose bipartition was evaluated
+    dense_fallbacks: jnp.ndarray  # int32: eigenproblems the subspace iteration left to `eigh`
 
 
 def _recursive_ncut_flat(
@@ -171,13 +142,14 @@ def _recursive_ncut_flat(
 
     def no_split(active):
         del active
-        return Split(jnp.zeros((n,), bool), jnp.asarray(jnp.nan, jnp.float32), jnp.asarray(False))
+        return Split(jnp.zeros((n,), bool), jnp.asarray(jnp.nan, jnp.float32), jnp.asarray(False),
+                     jnp.asarray(False))
 
     def cond(state):
         return state[2] > 0
 
     def body(state):
-        region, stack, top, n_regions, n_splits, visited = state
+        region, stack, top, n_regions, n_splits, visited, dense = state
         top = top - 1
         r = stack[top]
         in_region = region == r
@@ -200,6 +172,7 @@ def _recursive_ncut_flat(
             n_regions + accept.astype(jnp.int32),
             n_splits + accept.astype(jnp.int32),
             visited + 1,
+            dense + result.used_dense.astype(jnp.int32),
         )
 
     init = (
@@ -209,9 +182,43 @@ def _recursive_ncut_flat(
         jnp.int32(1),
         jnp.int32(0),
         jnp.int32(0),
+        jnp.int32(0),
     )
-    region, _, _, n_regions, n_splits, visited = jax.lax.while_loop(cond, body, init)
-    return NCutResult(region, n_regions, n_splits, visited)
+    region, _, _, n_regions, n_splits, visited, dense = jax.lax.while_loop(cond, body, init)
+    return NCutResult(canonical_labels(region), n_regions, n_splits, visited, dense)
+
+
+def _level_batched(features, tau, alpha, *, slots, block, max_iter, tol, check_every):
+    region, n_regions, n_splits, visited, dense = recursive_ncut_level(
+        features, tau, alpha, slots=slots, block=block, max_iter=max_iter, tol=tol,
+        check_every=check_every)
+    return NCutResult(canonical_labels(region), n_regions, n_splits, visited, dense)
+
+
+def resolve_formulation(formulation: str) -> str:
+    """"auto" -> "stack" on CPU, "level" on accelerators (GPU, TPU)."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+    if formulation == "auto":
+        return "stack" if jax.default_backend() == "cpu" else "level"
+    return formulation
+
+
+def _ncut_batch(features, tau, alpha, *, formulation, block_sizes, block, max_iter, tol, slots,
+                check_every) -> NCutResult:
+    """(B, N, C) features, (B,) tau and alpha -> batched NCutResult."""
+    if formulation == "stack":
+        flat = sequential_vmap(functools.partial(
+            _recursive_ncut_flat, block_sizes=block_sizes, block=block, max_iter=max_iter, tol=tol))
+        return jax.vmap(flat)(features, tau, alpha)
+    # Under an outer jax.vmap the extra batch axis joins the batch: still one batched loop.
+    return merge_vmap(functools.partial(
+        _level_batched, slots=slots, block=block, max_iter=max_iter, tol=tol,
+        check_every=check_every))(features, tau, alpha)
+
+
+_STATIC = ("formulation", "block_sizes", "block", "max_iter", "tol", "slots", "check_every")
+_ncut_jit = jax.jit(_ncut_batch, static_argnames=_STATIC)
 
 
 def recursive_ncut(
@@ -219,46 +226,53 @@ def recursive_ncut(
     tau=0.5,
     alpha=10.0,
     *,
+    formulation: str = "auto",
     block_sizes: Sequence[int] | None = None,
     block: int = 16,
     max_iter: int = 300,
     tol: float = 1e-5,
+    slots: int = 16,
+    check_every: int = 4,
     return_info: bool = False,
 ):
     """Segment a feature map by recursive normalized cut.
 
     Args:
       features: (h, w, C) or (B, h, w, C) patch features (any float dtype; computed in float32).
-      tau: NCut acceptance threshold (a split is kept if its NCut < tau). May be traced.
-      alpha: affinity exponent. May be traced.
-      block_sizes: compaction buckets (descending, first = h * w); default: halving down to 16.
+      tau: NCut acceptance threshold (a split is kept if its NCut < tau). Traced: changing it
+        never recompiles. A scalar, or (B,) for a batch.
+      alpha: affinity exponent. Traced, like tau.
+      formulation: "stack" (depth-first, one region per loop step), "level" (level-synchronous,
+        all pending regions of the whole batch per step) or "auto": "stack" on CPU, "level" on
+        GPU/TPU. Both give the same partitions (up to round-off on numerically tied cuts).
+      block_sizes: stack formulation: compaction buckets (descending, first = h * w); default:
+        halving down to 16.
       block, max_iter, tol: the eigensolver's subspace size, iteration cap and residual tolerance
         (see `spectral.fiedler_vector`); it falls back to a dense `eigh` when not converged.
-      return_info: also return an `NCutResult` with split and visit counts.
+      slots: level formulation: regions per image taken in one step (more wait for the next).
+      check_every: level formulation: subspace iterations between convergence tests.
+      return_info: also return an `NCutResult` with split, visit and dense-fallback counts.
 
-    Under `jax.vmap` (and for batched input) images are processed one after another with
-    `lax.map`, each with its own branches; see `batching.sequential_vmap`.
+    The computation is jitted once per shape and static arguments: eager calls on new data of a
+    seen shape reuse the compiled program. Under `jax.vmap` the stack formulation maps images one
+    after another (`lax.map`), each with its own branches; the level formulation runs the batch.
 
     Returns:
-      int32 labels (h, w) (or (B, h, w)), consecutive from 0. Two nodes share a label iff they
-      end in the same leaf region.
+      int32 labels (h, w) (or (B, h, w)), consecutive from 0 in order of first occurrence (row
+      major). Two nodes share a label iff they end in the same leaf region.
 
     Degenerate input (all give a defined result, never NaN labels and never a hang):
       * constant features (max similarity == min) or any NaN/Inf feature: one segment;
       * a 1 x 1 map (or any region with fewer than two active nodes): one segment / a leaf;
       * an eigensolver failure (non-finite vector): that region becomes a leaf.
     """
-    if features.ndim == 4:
-        fn = functools.partial(
-            recursive_ncut, block_sizes=block_sizes, block=block, max_iter=max_iter, tol=tol,
-            return_info=return_info,
-        )
-        return jax.vmap(fn, in_axes=(0, None, None))(features, tau, alpha)
-    if features.ndim != 3:
+    if features.ndim not in (3, 4):
         raise ValueError(
             f"recursive_ncut: features must be (h, w, C) or (B, h, w, C), got shape {features.shape}"
         )
-    h, w, c = features.shape
+    batched = features.ndim == 4
+    feats = features if batched else features[None]
+    bsz, h, w, c = feats.shape
     n = h * w
     if block_sizes is None:
         block_sizes = default_block_sizes(n)
@@ -268,14 +282,18 @@ def recursive_ncut(
             f"recursive_ncut: block_sizes must be strictly descending and start at h*w={n}, "
             f"got {block_sizes}"
         )
-    flat = sequential_vmap(
-        functools.partial(
-            _recursive_ncut_flat, block_sizes=block_sizes, block=block, max_iter=max_iter, tol=tol
-        )
-    )
-    result = flat(features.reshape(n, c), jnp.asarray(tau, jnp.float32),
-                  jnp.asarray(alpha, jnp.float32))
-    labels = result.labels.reshape(h, w)
+    if slots < 1 or check_every < 1:
+        raise ValueError(f"recursive_ncut: slots and check_every must be >= 1, got {slots}, {check_every}")
+    tau = jnp.broadcast_to(jnp.asarray(tau, jnp.float32), (bsz,))
+    alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (bsz,))
+    formulation = resolve_formulation(formulation)
+    result = _ncut_jit(
+        feats.reshape(bsz, n, c), tau, alpha, formulation=formulation,
+        block_sizes=block_sizes, block=int(block), max_iter=int(max_iter), tol=float(tol),
+        slots=int(slots), check_every=int(check_every))
+    if not batched:
+        result = jax.tree.map(lambda x: x[0], result)
+    labels = result.labels.reshape(feats.shape[:3] if batched else (h, w))
     if return_info:
         return labels, result
     return labels

@@ -1,4 +1,4 @@
-"""PAMR refinement (ALGORITHM.md section 4) and the evaluation's refinement (PAMR + argmax + median).
+"""PAMR refinement (docs/algorithm.md §4) and the evaluation's refinement (PAMR + argmax + median).
 
 PAMR (Araslanov & Roth, 2020) propagates the one-hot masks over a local, colour-driven affinity:
 for each dilation d, the 8 neighbours at d * (dy, dx) (replicate padding).
@@ -106,13 +106,17 @@ def pamr(
         raise ValueError(f"pamr: dilations must be positive integers, got {dilations}")
     if image.shape[-1] != 3:
         raise ValueError(f"pamr: image must have 3 channels (..., H, W, 3), got {image.shape}")
-    k = _static_num_labels(masks, num_labels, "pamr")
-    fn = functools.partial(_pamr_single, num_iter=int(num_iter), dilations=dilations, num_labels=k)
-    if masks.ndim == 3:
-        return jax.vmap(fn)(image, masks)
-    if masks.ndim != 2:
+    if masks.ndim not in (2, 3):
         raise ValueError(f"pamr: masks must be (h, w) or (B, h, w), got {masks.shape}")
-    return fn(image, masks)
+    k = _static_num_labels(masks, num_labels, "pamr")
+    return _pamr_jit(image, masks, num_iter=int(num_iter), dilations=dilations, num_labels=k)
+
+
+@functools.partial(jax.jit, static_argnames=("num_iter", "dilations", "num_labels"))
+def _pamr_jit(image, masks, *, num_iter, dilations, num_labels):
+    fn = functools.partial(_pamr_single, num_iter=num_iter, dilations=dilations,
+                           num_labels=num_labels)
+    return jax.vmap(fn)(image, masks) if masks.ndim == 3 else fn(image, masks)
 
 
 def median3x3(labels: jnp.ndarray) -> jnp.ndarray:
@@ -138,8 +142,14 @@ def refine(
     Returns int32 labels of the masks' shape; values are indices into the sorted distinct input
     labels (so consecutive input labels from 0 keep their values).
     """
+    dilations = tuple(int(d) for d in dilations)
     k = _static_num_labels(masks, num_labels, "refine")
-    soft = pamr(image, masks, num_iter, dilations, num_labels=k)
+    return _refine_jit(image, masks, num_iter=int(num_iter), dilations=dilations, num_labels=k)
+
+
+@functools.partial(jax.jit, static_argnames=("num_iter", "dilations", "num_labels"))
+def _refine_jit(image, masks, *, num_iter, dilations, num_labels):
+    soft = pamr(image, masks, num_iter, dilations, num_labels=num_labels)
     labels = jnp.argmax(soft, axis=-3).astype(jnp.int32)
     if labels.ndim == 3:
         return jax.vmap(median3x3)(labels)

@@ -45,3 +45,29 @@ def partition_mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def same_partition(a, b) -> bool:
     return not partition_mismatch(a, b).any()
+
+
+class CompileCounter:
+    """Counts XLA backend compilations through `jax.monitoring`, with no private state."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def _listener(self, event, duration, **kwargs):
+        del duration, kwargs
+        if event == self.EVENT:
+            self.count += 1
+
+    def __enter__(self):
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        import jax.monitoring
+
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+        return False

@@ -22,7 +22,11 @@ CASES = list(range(16))
 # segment at 1 thread and a different partition at 4. See README, "Differences from the original".
 ROUNDOFF_CASES = (4, 6)
 
-_ncut = jax.jit(lambda x, tau, alpha: dc.recursive_ncut(x, tau, alpha, return_info=True))
+FORMULATIONS = ("stack", "level")
+
+
+def _ncut(x, tau, alpha, formulation="stack"):
+    return dc.recursive_ncut(x, tau, alpha, formulation=formulation, return_info=True)
 
 
 def _case(i):
@@ -30,10 +34,11 @@ def _case(i):
     return Z[f"{key}_features"], meta(Z, f"{key}_meta"), Z[f"{key}_labels32"], Z[f"{key}_labels128"]
 
 
+@pytest.mark.parametrize("formulation", FORMULATIONS)
 @pytest.mark.parametrize("case", [c for c in CASES if c not in ROUNDOFF_CASES])
-def test_fixture_partition_and_split_count(case):
+def test_fixture_partition_and_split_count(case, formulation):
     feats, m, labels32, _ = _case(case)
-    labels, info = _ncut(jnp.asarray(feats), m["tau"], m["alpha"])
+    labels, info = _ncut(jnp.asarray(feats), m["tau"], m["alpha"], formulation)
     chex.assert_shape(labels, (32, 32))
     chex.assert_type(labels, jnp.int32)
     assert same_partition(np.asarray(labels), labels32)
@@ -42,13 +47,14 @@ def test_fixture_partition_and_split_count(case):
     np.testing.assert_array_equal(np.unique(np.asarray(labels)), np.arange(m["n_segments32"]))
 
 
+@pytest.mark.parametrize("formulation", FORMULATIONS)
 @pytest.mark.parametrize("case", ROUNDOFF_CASES)
-def test_roundoff_cases_match_exact_arithmetic(case):
+def test_roundoff_cases_match_exact_arithmetic(case, formulation):
     """Where the original's answer is float32 noise, we give the exact-arithmetic answer."""
     feats, m, labels32, _ = _case(case)
     eig = ref.root_eigenvalues64(feats, m["alpha"])
     assert eig[1] < 1e-6 and eig[2] - eig[1] < 2e-6, "premise: the root is numerically degenerate"
-    labels = np.asarray(_ncut(jnp.asarray(feats), m["tau"], m["alpha"])[0])
+    labels = np.asarray(_ncut(jnp.asarray(feats), m["tau"], m["alpha"], formulation)[0])
     exact = ref.recursive_ncut64(feats, m["tau"], m["alpha"])
     # Rows with an exact zero leave the active set below the root; where they end depends on the
     # orientation of the degenerate root eigenvector, so they are the only nodes allowed to differ.
@@ -59,66 +65,87 @@ def test_roundoff_cases_match_exact_arithmetic(case):
         assert not (partition_mismatch(labels, labels32) & ~zero_rows).any()
 
 
-def test_fixture_batch_of_all_16():
+@pytest.mark.slow
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_fixture_batch_of_all_16(formulation):
     feats = jnp.asarray(np.stack([_case(i)[0] for i in CASES]))
-    taus = [_case(i)[1]["tau"] for i in CASES]
-    alphas = [_case(i)[1]["alpha"] for i in CASES]
-    # Batched call with per-case tau/alpha through vmap of the single-image function ...
-    labels = jax.jit(jax.vmap(dc.recursive_ncut))(feats, jnp.asarray(taus), jnp.asarray(alphas))
+    taus = jnp.asarray([_case(i)[1]["tau"] for i in CASES])
+    alphas = jnp.asarray([_case(i)[1]["alpha"] for i in CASES])
+    # The native batched path, per-image tau/alpha ...
+    labels, info = dc.recursive_ncut(feats, taus, alphas, formulation=formulation, return_info=True)
     chex.assert_shape(labels, (16, 32, 32))
-    # ... and the native batched path (shared tau/alpha) on the cases that use the defaults.
-    default = [i for i in CASES if taus[i] == 0.5 and alphas[i] == 10]
-    batched = jax.jit(dc.recursive_ncut)(feats[np.asarray(default)])
-    for row, i in enumerate(default):
-        if i not in ROUNDOFF_CASES:
-            assert same_partition(np.asarray(batched[row]), _case(i)[2]), i
+    # ... and jax.vmap of the single-image function inside a jit.
+    vmapped = jax.jit(jax.vmap(lambda f, t, a: dc.recursive_ncut(f, t, a, formulation=formulation)))(
+        feats, taus, alphas)
+    np.testing.assert_array_equal(np.asarray(vmapped), np.asarray(labels))
     for i in CASES:
+        single, single_info = _ncut(feats[i], taus[i], alphas[i], formulation)
+        # Batching never changes an image's result.
+        np.testing.assert_array_equal(np.asarray(labels[i]), np.asarray(single), err_msg=str(i))
+        assert int(info.num_splits[i]) == int(single_info.num_splits)
         if i not in ROUNDOFF_CASES:
             assert same_partition(np.asarray(labels[i]), _case(i)[2]), i
 
 
-def test_jit_compiles_once_for_all_cases():
-    # A private wrapper: jit caches are shared between jit wrappers of the same function.
-    fn = jax.jit(lambda f, tau, alpha: dc.recursive_ncut(f, tau, alpha))
-    for i in (0, 3, 5):
+def test_formulations_give_identical_labels():
+    """Same partition and the same numbering (first occurrence) from both formulations."""
+    for i in (0, 1, 9):
         feats, m, _, _ = _case(i)
-        fn(jnp.asarray(feats), m["tau"], m["alpha"]).block_until_ready()
-    assert fn._cache_size() == 1
+        a = _ncut(jnp.asarray(feats), m["tau"], m["alpha"], "stack")
+        b = _ncut(jnp.asarray(feats), m["tau"], m["alpha"], "level")
+        np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+        assert int(a[1].regions_visited) == int(b[1].regions_visited)
 
 
-def test_non_square_map_matches_oracle():
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_eager_calls_compile_once(formulation, compile_counter):
+    """Eager calls on new data of a seen shape reuse one program; tau/alpha are traced."""
+    feats = [jnp.asarray(_case(i)[0]) for i in (0, 3, 5)]
+    dc.recursive_ncut(feats[0], 0.5, 10.0, formulation=formulation).block_until_ready()
+    warm = compile_counter.count
+    for f, tau, alpha in zip(feats, (0.5, 0.3, 0.45), (10.0, 8.0, 12.0)):
+        dc.recursive_ncut(f, tau, alpha, formulation=formulation).block_until_ready()
+    assert compile_counter.count == warm
+
+
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_non_square_map_matches_oracle(formulation):
     feats, _, _, _ = _case(1)
     sub = feats[:12, :20]
-    labels = np.asarray(jax.jit(dc.recursive_ncut)(jnp.asarray(sub), 0.5, 10.0))
+    labels = np.asarray(dc.recursive_ncut(jnp.asarray(sub), 0.5, 10.0, formulation=formulation))
     chex.assert_shape(labels, (12, 20))
     assert same_partition(labels, ref.recursive_ncut64(sub, 0.5, 10.0))
 
 
-def test_constant_features_give_one_segment():
-    labels, info = dc.recursive_ncut(jnp.ones((6, 5, 8)), return_info=True)
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_constant_features_give_one_segment(formulation):
+    labels, info = dc.recursive_ncut(jnp.ones((6, 5, 8)), formulation=formulation, return_info=True)
     np.testing.assert_array_equal(np.asarray(labels), 0)
     assert int(info.num_splits) == 0
 
 
+@pytest.mark.parametrize("formulation", FORMULATIONS)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_features_give_one_segment(bad):
+def test_non_finite_features_give_one_segment(bad, formulation):
     feats = np.array(_case(0)[0][:8, :8])
     feats[3, 4, 7] = bad
-    labels = np.asarray(jax.jit(dc.recursive_ncut)(jnp.asarray(feats)))
+    labels = np.asarray(dc.recursive_ncut(jnp.asarray(feats), formulation=formulation))
     np.testing.assert_array_equal(labels, 0)
 
 
-def test_one_by_one_map():
-    labels = dc.recursive_ncut(jnp.ones((1, 1, 4)))
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_one_by_one_map(formulation):
+    labels = dc.recursive_ncut(jnp.ones((1, 1, 4)), formulation=formulation)
     chex.assert_shape(labels, (1, 1))
     assert int(labels[0, 0]) == 0
 
 
-def test_worst_case_splits_terminate_without_truncation():
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_worst_case_splits_terminate_without_truncation(formulation):
     """tau = inf accepts every proper split: the recursion must peel down to tiny leaves."""
     feats = jax.random.normal(jax.random.PRNGKey(3), (6, 6, 16))
     labels, info = jax.jit(
-        lambda f: dc.recursive_ncut(f, jnp.inf, 1.0, return_info=True)
+        lambda f: dc.recursive_ncut(f, jnp.inf, 1.0, formulation=formulation, return_info=True)
     )(feats)
     n = 36
     labels = np.asarray(labels)
@@ -145,10 +172,13 @@ def test_eigensolver_failure_is_a_leaf():
     assert not bool(jnp.any(split.inside))
 
 
-def test_dense_fallback_agrees_with_subspace_iteration():
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_dense_fallback_agrees_with_subspace_iteration(formulation):
     feats, m, labels32, _ = _case(1)
-    forced = dc.recursive_ncut(jnp.asarray(feats), m["tau"], m["alpha"], max_iter=0)
+    forced, info = dc.recursive_ncut(jnp.asarray(feats), m["tau"], m["alpha"], max_iter=0,
+                                     formulation=formulation, return_info=True)
     assert same_partition(np.asarray(forced), labels32)
+    assert int(info.dense_fallbacks) > 0
 
 
 def test_zero_rows_follow_float32_underflow():
@@ -172,3 +202,5 @@ def test_bad_shapes_raise_clear_errors():
         dc.recursive_ncut(jnp.ones((4, 4)))
     with pytest.raises(ValueError, match="block_sizes"):
         dc.recursive_ncut(jnp.ones((4, 4, 3)), block_sizes=(8, 4))
+    with pytest.raises(ValueError, match="formulation"):
+        dc.recursive_ncut(jnp.ones((4, 4, 3)), formulation="bfs")

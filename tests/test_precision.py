@@ -1,0 +1,82 @@
+"""Nothing in the segmentation core runs at the default matmul precision.
+
+On NVIDIA GPUs the default is TF32 (bf16 passes on TPUs): the NCut's subspace iteration then
+stalls and cut values move. A CPU ignores the setting, so this static audit of the jaxprs is the
+guard: every dot_general and conv_general_dilated, inside every while/cond/scan/switch body,
+must state its precision.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.extend import core as jcore
+
+import diffcut_jax as dc
+from diffcut_jax.evaluation.matching import class_segment_histogram
+
+_AUDITED = ("dot_general", "conv_general_dilated")
+
+
+def _sub_jaxprs(params):
+    for value in params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jcore.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jcore.Jaxpr):
+                yield item
+
+
+def default_precision_ops(jaxpr, path="") -> list[str]:
+    """Every audited op without an explicit, non-default precision, with its nesting path."""
+    found, seen = [], 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name in _AUDITED:
+            seen += 1
+            precision = eqn.params.get("precision")
+            values = precision if isinstance(precision, tuple) else (precision,)
+            if any(p is None or p == jax.lax.Precision.DEFAULT for p in values):
+                found.append(f"{path}/{name} at {eqn.source_info.traceback}")
+        for sub in _sub_jaxprs(eqn.params):
+            found += default_precision_ops(sub, f"{path}/{name}")
+    return found
+
+
+def _count(jaxpr, names=_AUDITED) -> int:
+    n = sum(e.primitive.name in names for e in jaxpr.eqns)
+    return n + sum(_count(s, names) for e in jaxpr.eqns for s in _sub_jaxprs(e.params))
+
+
+FEATS = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 16))
+IMAGE = jnp.ones((2, 16, 16, 3))
+MASKS = jnp.zeros((2, 16, 16), jnp.int32)
+
+CASES = {
+    "recursive_ncut/stack": lambda: dc.recursive_ncut(FEATS, formulation="stack"),
+    "recursive_ncut/level": lambda: dc.recursive_ncut(FEATS, formulation="level"),
+    "assign_concepts": lambda: dc.assign_concepts(FEATS, jnp.zeros((2, 8, 8), jnp.int32), (16, 16)),
+    "pamr": lambda: dc.pamr(IMAGE, MASKS, num_labels=4),
+    "refine": lambda: dc.refine(IMAGE, MASKS, num_labels=4),
+    "autosc": lambda: dc.autosc(FEATS),
+    "coherence_map": lambda: dc.coherence_map(FEATS[0], (1, 2)),
+    "class_segment_histogram": lambda: class_segment_histogram(MASKS[0], MASKS[0], 4, 8),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_no_default_precision(name):
+    jaxpr = jax.make_jaxpr(CASES[name])().jaxpr
+    assert default_precision_ops(jaxpr) == []
+
+
+def test_audit_sees_into_loops_and_flags_defaults():
+    """The walker reaches into while/cond bodies and does flag a default-precision dot."""
+    jaxpr = jax.make_jaxpr(lambda: dc.recursive_ncut(FEATS[0], formulation="stack"))().jaxpr
+    assert _count(jaxpr) > 20  # the eigensolver's products all live inside while/cond bodies
+
+    def careless(x):
+        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (c[0] @ c[0], c[1] + 1), (x, 0))[0]
+
+    bad = default_precision_ops(jax.make_jaxpr(careless)(jnp.eye(3)).jaxpr)
+    assert len(bad) == 1 and bad[0].startswith("/while/dot_general")

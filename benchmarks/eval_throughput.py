@@ -26,7 +26,7 @@ import jax  # noqa: E402
 from diffcut_jax.data import benchmarks, builders, fake_downloads, pipeline  # noqa: E402
 from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf  # noqa: E402
 from diffcut_jax.extractor import load_extractor  # noqa: E402
-from diffcut_jax.segmenter import SegmenterOptions  # noqa: E402
+from diffcut_jax.segmentation import SegmenterOptions  # noqa: E402
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint  # noqa: E402
 
 

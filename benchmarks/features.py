@@ -32,7 +32,7 @@ from flax import nnx  # noqa: E402
 
 from diffcut_jax import presets  # noqa: E402
 from diffcut_jax.extractor import extract, noise_schedule  # noqa: E402
-from diffcut_jax.models import Precision, UNetConfig, UNetEncoder, VAEConfig, VAEEncoder  # noqa: E402
+from diffcut_jax.models import Numerics, UNetConfig, UNetEncoder, VAEConfig, VAEEncoder  # noqa: E402
 
 PRESET = "ssd-1b"
 
@@ -61,7 +61,7 @@ def throughput(size: int, batch: int, repeats: int) -> dict:
     time_ids = np.array([[size, size, 0, 0, size, size]], np.float32)
     out = {"device": str(jax.devices()[0]), "size": size, "batch": batch, "repeats": repeats}
 
-    unet_graph, unet_params = nnx.split(UNetEncoder(ucfg, precision=Precision(dtype, dtype), rngs=nnx.Rngs(0)))
+    unet_graph, unet_params = nnx.split(UNetEncoder(ucfg, numerics=Numerics(dtype, dtype), rngs=nnx.Rngs(0)))
     vae_graph, vae_params = nnx.split(VAEEncoder(vcfg, rngs=nnx.Rngs(1)))
     params = {"unet": unet_params, "vae": vae_params,
               "conditioning": {"context": jnp.asarray(context), "pooled": jnp.asarray(pooled)}}

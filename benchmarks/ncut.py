@@ -1,17 +1,26 @@
-"""Speed of recursive NCut + concept assignment (128 x 128) on the 16 fixture cases. Prints JSON.
+"""Speed of recursive NCut + concept assignment (128 x 128) on the 16 fixture cases. Writes JSON.
 
-    python benchmarks/ncut.py [--repeats 5] [--shared ../shared]
+    python benchmarks/ncut.py [--repeats 5] [--batches 1,16,64] [--formulations stack,level]
+                              [--original] [--out ncut.json] [--shared ../shared]
 
-Reports seconds per image at batch 1 (each case alone, median over repeats, then the median and
-mean over cases) and at batch 16 (whole batch / 16), the compile times, a same-run baseline that
-forces the dense `eigh` path (the subspace solver off), the share of time per stage, how many
-fixture partitions were reproduced, and the original's own timings from the fixture metadata.
+For each formulation: batch 1 (each case alone, median over repeats, then the median over cases),
+batch 16 and 64 (the 16 cases tiled; whole batch / B), the compile time of each program, the
+dense-fallback count, and how many fixture partitions were reproduced, singly and batched. With
+`--original` (needs torch), the original approach's NCut + assignment in PyTorch
+(`original_torch.py`) is timed in the same run on the same device. The JSON is rewritten after
+every section, so an interrupted run keeps what it measured. Runs on CPU, GPU or TPU.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+
+# XLA:CPU (jax 0.10) can deadlock the level formulation under its concurrency-optimized
+# scheduler (README, "Known issues"); the option is ignored by other backends.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
+import platform
 import statistics
 import sys
 import time
@@ -22,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffcut_jax as dc  # noqa: E402
-from diffcut_jax import ncut as ncut_lib  # noqa: E402
 
 
 def _same_partition(a, b) -> bool:
@@ -38,9 +47,19 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t
 
 
+def machine() -> dict:
+    dev = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device": getattr(dev, "device_kind", str(dev)),
+            "cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--formulations", default="stack,level")
+    parser.add_argument("--original", action="store_true", help="also time the PyTorch original")
+    parser.add_argument("--out", default=None, help="JSON output path (also printed)")
     parser.add_argument(
         "--shared", default=str(Path(__file__).resolve().parents[2] / "shared"),
         help="path of the shared/ folder holding fixtures/ncut_reference.npz",
@@ -51,76 +70,105 @@ def main() -> None:
     path = Path(args.shared) / "fixtures" / "ncut_reference.npz"
     if not path.exists():
         parser.error(f"fixture file not found: {path}")
+    batches = [int(b) for b in args.batches.split(",")]
+    formulations = args.formulations.split(",")
     z = np.load(path)
     cases = [f"case{i:02d}" for i in range(16)]
-    feats = [jnp.asarray(z[f"{c}_features"]) for c in cases]
+    feats = np.stack([z[f"{c}_features"] for c in cases])
     metas = [json.loads(str(z[f"{c}_meta"])) for c in cases]
+    taus = np.asarray([m["tau"] for m in metas], np.float32)
+    alphas = np.asarray([m["alpha"] for m in metas], np.float32)
+    results = {"machine": machine(), "repeats": args.repeats}
 
-    def pipeline(**kw):
+    def save():
+        text = json.dumps(results, indent=2)
+        if args.out:
+            Path(args.out).write_text(text)
+        return text
+
+    def pipeline(formulation):
         def run(f, tau, alpha):
-            labels = dc.recursive_ncut(f, tau, alpha, **kw)
-            return labels, dc.assign_concepts(f, labels, (128, 128))
+            labels, info = dc.recursive_ncut(f, tau, alpha, formulation=formulation,
+                                             return_info=True)
+            return labels, dc.assign_concepts(f, labels, (128, 128)), info
         return jax.jit(run)
 
-    results = {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "jax": jax.__version__}
-    variants = {"subspace": pipeline(), "dense_eigh_baseline": pipeline(max_iter=0)}
-    for name, fn in variants.items():
-        _, compile_s = _timed(fn, feats[0], metas[0]["tau"], metas[0]["alpha"])
-        per_case, matched = [], 0
-        for f, m, c in zip(feats, metas, cases):
+    for form in formulations:
+        fn = pipeline(form)
+        res = results[form] = {}
+        f1, t1, a1 = jnp.asarray(feats[:1]), jnp.asarray(taus[:1]), jnp.asarray(alphas[:1])
+        res["batch1_compile_plus_first_run_s"] = round(_timed(fn, f1, t1, a1)[1], 3)
+        per_case, matched, dense = [], 0, 0
+        for i, c in enumerate(cases):
+            args_i = (jnp.asarray(feats[i:i + 1]), jnp.asarray(taus[i:i + 1]),
+                      jnp.asarray(alphas[i:i + 1]))
             times = []
             for _ in range(args.repeats):
-                (labels, masks), t = _timed(fn, f, m["tau"], m["alpha"])
+                (labels, masks, info), t = _timed(fn, *args_i)
                 times.append(t)
             per_case.append(statistics.median(times))
-            matched += _same_partition(labels, z[f"{c}_labels32"]) and _same_partition(
-                masks, z[f"{c}_labels128"]
-            )
-        results[name] = {
-            "compile_plus_first_run_s": round(compile_s, 3),
-            "batch1_s_per_image_median": round(statistics.median(per_case), 4),
-            "batch1_s_per_image_mean": round(statistics.mean(per_case), 4),
-            "batch1_per_case_s": [round(t, 4) for t in per_case],
-            "fixtures_matched": f"{matched}/16",
-        }
+            matched += _same_partition(labels[0], z[f"{c}_labels32"]) and _same_partition(
+                masks[0], z[f"{c}_labels128"])
+            dense += int(info.dense_fallbacks[0])
+        res["batch1_s_per_image_median"] = round(statistics.median(per_case), 5)
+        res["batch1_per_case_s"] = [round(t, 5) for t in per_case]
+        res["fixtures_matched_single"] = f"{matched}/16"
+        res["dense_fallbacks_16_cases"] = dense
+        save()
+        for b in batches:
+            if b == 1:
+                continue
+            reps = -(-b // 16)
+            fb = jnp.asarray(np.tile(feats, (reps, 1, 1, 1))[:b])
+            tb = jnp.asarray(np.tile(taus, reps)[:b])
+            ab = jnp.asarray(np.tile(alphas, reps)[:b])
+            (labels, masks, info), compile_s = _timed(fn, fb, tb, ab)
+            times = [_timed(fn, fb, tb, ab)[1] for _ in range(args.repeats)]
+            matched = sum(
+                _same_partition(labels[i], z[f"{cases[i % 16]}_labels32"])
+                and _same_partition(masks[i], z[f"{cases[i % 16]}_labels128"]) for i in range(min(b, 16)))
+            res[f"batch{b}"] = {
+                "compile_plus_first_run_s": round(compile_s, 3),
+                "s_per_image_median": round(statistics.median(times) / b, 5),
+                "fixtures_matched": f"{matched}/{min(b, 16)}",
+                "dense_fallbacks": int(np.sum(info.dense_fallbacks)),
+            }
+            save()
 
-    # Batch 16 (default tau/alpha for all, the paper's setting).
-    fn16 = pipeline()
-    batch = jnp.stack(feats)
-    _, compile16 = _timed(fn16, batch, 0.5, 10.0)
-    times16 = [_timed(fn16, batch, 0.5, 10.0)[1] for _ in range(args.repeats)]
-    results["subspace"]["batch16_compile_plus_first_run_s"] = round(compile16, 3)
-    results["subspace"]["batch16_s_per_image_median"] = round(statistics.median(times16) / 16, 4)
-
-    # Where the time goes (batch 1, medians over cases of the per-stage medians).
-    aff = jax.jit(lambda f, a: ncut_lib.affinity(f.reshape(-1, f.shape[-1]), a).weights)
-    ncut_only = jax.jit(lambda f, t, a: dc.recursive_ncut(f, t, a, return_info=True))
-    assign = jax.jit(lambda f, l: dc.assign_concepts(f, l, (128, 128)))
-    stage = {"affinity": [], "ncut_total": [], "assign": []}
-    visited, splits = [], []
-    for f, m in zip(feats, metas):
-        aff(f, m["alpha"]).block_until_ready()
-        (labels, info) = ncut_only(f, m["tau"], m["alpha"])
-        assign(f, labels).block_until_ready()
-        stage["affinity"].append(statistics.median(_timed(aff, f, m["alpha"])[1] for _ in range(args.repeats)))
-        stage["ncut_total"].append(statistics.median(_timed(ncut_only, f, m["tau"], m["alpha"])[1] for _ in range(args.repeats)))
-        stage["assign"].append(statistics.median(_timed(assign, f, labels)[1] for _ in range(args.repeats)))
-        visited.append(int(info.regions_visited))
-        splits.append(int(info.num_splits))
-    results["stages_median_s"] = {k: round(statistics.median(v), 4) for k, v in stage.items()}
-    results["regions_visited_mean"] = statistics.mean(visited)
-    results["splits_mean"] = statistics.mean(splits)
-
-    ref = [m["ref_seconds"] for m in metas]
-    results["original_ref_seconds_median"] = statistics.median(ref)
-    results["speedup_vs_original_batch1"] = round(
-        statistics.median(ref) / results["subspace"]["batch1_s_per_image_median"], 2
-    )
-    results["speedup_vs_dense_eigh_batch1"] = round(
-        results["dense_eigh_baseline"]["batch1_s_per_image_median"]
-        / results["subspace"]["batch1_s_per_image_median"], 2
-    )
-    print(json.dumps(results, indent=2))
+    if args.original:
+        try:
+            import torch
+            from original_torch import original_assign, original_ncut
+        except ImportError as e:  # torch is a test/benchmark oracle only
+            results["original"] = {"skipped": f"torch not importable: {e}"}
+        else:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            per_case, matched = [], 0
+            for i, c in enumerate(cases):
+                ft = torch.as_tensor(feats[i], device=device)
+                times = []
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    labels, _ = original_ncut(ft.reshape(1024, -1), float(taus[i]), float(alphas[i]))
+                    masks = original_assign(ft, labels.reshape(32, 32))
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t)
+                per_case.append(statistics.median(times))
+                matched += _same_partition(labels, z[f"{c}_labels32"])
+            results["original"] = {
+                "device": device, "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "batch1_s_per_image_median": round(statistics.median(per_case), 5),
+                "fixtures_matched_32": f"{matched}/16",
+            }
+            for form in formulations:
+                results[f"speedup_{form}_batch1_vs_original"] = round(
+                    results["original"]["batch1_s_per_image_median"]
+                    / results[form]["batch1_s_per_image_median"], 2)
+    results["original_fixture_metadata_seconds_median"] = statistics.median(
+        m["ref_seconds"] for m in metas)
+    print(save())
 
 
 if __name__ == "__main__":

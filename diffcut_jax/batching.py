@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 
 
-def sequential_vmap(fn: Callable) -> Callable:
-    """Wrap `fn(*arrays)` so that `jax.vmap` of it runs `lax.map` over the batch."""
+def _with_batching_rule(fn: Callable, batched: Callable) -> Callable:
+    """`fn(*arrays)` whose `jax.vmap` calls `batched(wrapped, axis_size, args)` with every argument
+    given the mapped leading axis."""
 
     @jax.custom_batching.custom_vmap
     def wrapped(*args):
@@ -23,13 +24,19 @@ def sequential_vmap(fn: Callable) -> Callable:
     @wrapped.def_vmap
     def _rule(axis_size, in_batched, *args):
         args = tuple(
-            a if batched else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a))
-            for a, batched in zip(args, in_batched)
+            a if is_batched else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a))
+            for a, is_batched in zip(args, in_batched)
         )
-        out = jax.lax.map(lambda xs: wrapped(*xs), args)
+        out = batched(wrapped, axis_size, args)
         return out, jax.tree.map(lambda _: True, out)
 
     return wrapped
+
+
+def sequential_vmap(fn: Callable) -> Callable:
+    """Wrap `fn(*arrays)` so that `jax.vmap` of it runs `lax.map` over the batch."""
+    return _with_batching_rule(
+        fn, lambda wrapped, _, args: jax.lax.map(lambda xs: wrapped(*xs), args))
 
 
 def merge_vmap(fn: Callable) -> Callable:
@@ -37,18 +44,8 @@ def merge_vmap(fn: Callable) -> Callable:
     `jax.vmap` of it folds the new axis into that batch axis instead of batching its control flow
     (a batched `while_loop` predicate would run every branch of every step)."""
 
-    @jax.custom_batching.custom_vmap
-    def wrapped(*args):
-        return fn(*args)
-
-    @wrapped.def_vmap
-    def _rule(axis_size, in_batched, *args):
-        args = tuple(
-            a if batched else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a))
-            for a, batched in zip(args, in_batched)
-        )
+    def fold(wrapped, axis_size, args):
         out = wrapped(*(a.reshape((-1,) + a.shape[2:]) for a in args))
-        out = jax.tree.map(lambda x: x.reshape((axis_size, -1) + x.shape[1:]), out)
-        return out, jax.tree.map(lambda _: True, out)
+        return jax.tree.map(lambda x: x.reshape((axis_size, -1) + x.shape[1:]), out)
 
-    return wrapped
+    return _with_batching_rule(fn, fold)

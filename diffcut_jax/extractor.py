@@ -1,4 +1,4 @@
-"""The diffusion feature extractor (ALGORITHM.md section 1): images in [0, 1] -> patch features.
+"""The diffusion feature extractor (docs/algorithm.md §1): images in [0, 1] -> patch features.
 
     extractor = load_extractor("segmind/SSD-1B")          # or a local diffusers directory
     feats = extractor(images)                             # (B, H, W, 3) -> (B, S/32, S/32, C)
@@ -24,10 +24,10 @@ from diffcut_jax import checkpoint as ckpt
 from diffcut_jax import hub
 from diffcut_jax.image_ops import resize_bilinear
 from diffcut_jax.models import clip, unet, vae
-from diffcut_jax.models.layers import Precision
+from diffcut_jax.models.layers import Numerics
 
 BOS, EOS = 49406, 49407
-# The tokenizers' pad ids (ALGORITHM.md 1.3) when no tokenizer files are at hand.
+# The tokenizers' pad ids (docs/algorithm.md §1.3) when no tokenizer files are at hand.
 DEFAULT_PAD_IDS = {"text_encoder": 49407, "text_encoder_2": 0}
 MAX_LENGTH = 77
 
@@ -101,7 +101,7 @@ class Conditioning:
 
 
 def encode_prompt(files: hub.CheckpointFiles, prompt: str | None, sdxl: bool) -> Conditioning:
-    """Prompt embeddings (ALGORITHM.md 1.3). Text encoders run in float32 and are freed after."""
+    """Prompt embeddings (docs/algorithm.md §1.3). Text encoders run in float32 and are freed after."""
     outputs = {}
     for part in ("text_encoder", "text_encoder_2") if sdxl else ("text_encoder",):
         if part not in files.parts:
@@ -113,7 +113,10 @@ def encode_prompt(files: hub.CheckpointFiles, prompt: str | None, sdxl: bool) ->
             ignore=clip.IGNORE_PATTERNS, rename=clip.strip_text_model_prefix, part=f"{files.root}/{part}",
         )
         ids = jnp.asarray(prompt_ids(files.root, part, prompt))
-        out = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(jnp.float32), params))(ids)
+        # One compiled program per encoder instead of hundreds of eager ops (cold start).
+        run = jax.jit(lambda p, i, g=graphdef: nnx.merge(g, jax.tree.map(
+            lambda x: x.astype(jnp.float32), p))(i))
+        out = run(params, ids)
         outputs[part] = jax.device_get(out)
         del graphdef, params, out
     if sdxl:
@@ -196,7 +199,10 @@ def extract(params, images, noise, *, unet_graph, vae_graph, size, timestep, sch
     """The pure forward: (params, images, noise) -> features; `size` the static working size."""
     if images.shape[1:3] != size:
         images = jax.vmap(lambda im: resize_bilinear(im.astype(jnp.float32), size))(images)
-    latent = nnx.merge(vae_graph, params["vae"])(images.astype(jnp.float32))
+    vae = nnx.merge(vae_graph, params["vae"])
+    # One image at a time: at 1024 x 1024 the VAE's first stage alone holds ~0.5 GB of
+    # activations per image, and an image is already enough work for an accelerator.
+    latent = jax.lax.map(lambda im: vae(im[None].astype(jnp.float32))[0], images)
     a, s = schedule
     noisy = a * latent + s * noise.astype(jnp.float32)
     b = images.shape[0]
@@ -224,6 +230,7 @@ def load_extractor(
     seed: int = 0,
     prompt: str | None = None,
     prefer_fp16: bool = True,
+    attention: str = "auto",
 ) -> DiffusionFeatureExtractor:
     """Build the extractor from a diffusers checkpoint (local directory or hub id).
 
@@ -232,7 +239,10 @@ def load_extractor(
         files, fp16 variant first).
       dtype: UNet compute dtype; default float32 on CPU, bfloat16 on accelerators.
       param_dtype: UNet parameter dtype; default = dtype.
-      vae_dtype: VAE parameter and compute dtype (float32: the XL VAE overflows in fp16).
+      vae_dtype: VAE parameter and compute dtype (float32: the XL VAE overflows in fp16;
+        bfloat16 has the range, see README "Diffusion features" for its cost in accuracy).
+      attention: "auto" (cuDNN's fused kernel on NVIDIA GPUs for bf16/fp16, query-chunked XLA
+        where the logits would be large, plain XLA otherwise), "xla", "cudnn" or "chunked".
       timestep: diffusion timestep t of the noisy latent (paper: 50).
       image_size: working size S (int) or (height, width), multiples of 32; inputs are resized.
       seed: seed of the one noise draw shared by every image (pass `noise=` to calls to override).
@@ -247,15 +257,15 @@ def load_extractor(
     sdxl = ucfg.addition_embed_type == "text_time"
     cond = encode_prompt(files, prompt, sdxl)
 
-    vae_p = Precision(param_dtype=vae_dtype, dtype=vae_dtype)
+    vae_p = Numerics(param_dtype=vae_dtype, dtype=vae_dtype, attention=attention)
     vae_graph, vae_params = ckpt.load_module(
-        lambda r: vae.VAEEncoder(vcfg, precision=vae_p, rngs=r),
+        lambda r: vae.VAEEncoder(vcfg, numerics=vae_p, rngs=r),
         ckpt.SafetensorsSource(files.weights("vae", prefer_fp16)),
         ignore=vae.IGNORE_PATTERNS, part=f"{files.root}/vae",
     )
-    unet_p = Precision(param_dtype=param_dtype, dtype=dtype)
+    unet_p = Numerics(param_dtype=param_dtype, dtype=dtype, attention=attention)
     unet_graph, unet_params = ckpt.load_module(
-        lambda r: unet.UNetEncoder(ucfg, precision=unet_p, rngs=r),
+        lambda r: unet.UNetEncoder(ucfg, numerics=unet_p, rngs=r),
         ckpt.SafetensorsSource(files.weights("unet", prefer_fp16)),
         ignore=unet.ignore_patterns(ucfg), part=f"{files.root}/unet",
     )

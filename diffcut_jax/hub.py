@@ -12,7 +12,7 @@ from pathlib import Path
 from diffcut_jax.checkpoint import CheckpointError
 
 PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
-_WEIGHT_NAMES = {
+WEIGHT_NAMES = {
     "unet": "diffusion_pytorch_model",
     "vae": "diffusion_pytorch_model",
     "text_encoder": "model",
@@ -40,7 +40,7 @@ class CheckpointFiles:
             raise CheckpointError(f"{path}: not valid JSON ({e})") from e
 
     def weights(self, part: str, prefer_fp16: bool = True) -> Path:
-        return weight_file(self.root / part, _WEIGHT_NAMES[part], prefer_fp16)
+        return weight_file(self.root / part, WEIGHT_NAMES[part], prefer_fp16)
 
 
 def weight_file(folder: Path, stem: str, prefer_fp16: bool = True) -> Path:
@@ -96,7 +96,7 @@ def resolve(model: str | Path, *, prefer_fp16: bool = True, tokenizers: bool = F
         want = []
         for part in PARTS:
             want.append(f"{part}/config.json")
-            stem = _WEIGHT_NAMES[part]
+            stem = WEIGHT_NAMES[part]
             names = [f"{stem}{v}.safetensors{x}" for v in ((".fp16", "") if prefer_fp16 else ("", ".fp16"))
                      for x in ("", ".index.json")]
             if files is None:

@@ -26,12 +26,15 @@ Fixed: labels are grouped exactly (the original's float codes collide after ~24 
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from diffcut_jax.batching import merge_vmap, sequential_vmap
+from diffcut_jax.buckets import smallest_bucket
 from diffcut_jax.graph import (  # noqa: F401  (re-exported: the NCut's graph)
     HIGHEST, NUM_THRESHOLDS, Affinity, affinity, canonical_labels, min_max_similarity,
     normalize_features, thresholds,
@@ -85,7 +88,7 @@ def _cut_values(a, d, y, valid):
     return ncut, bins, ymin
 
 
-def _split_block(weights, active, size, *, block, max_iter, tol):
+def _split_block(weights, active, size, *, subspace, max_iter, tol):
     """Best threshold bipartition of the active nodes, computed in a (size x size) block."""
     n_total = weights.shape[0]
     count = jnp.sum(active)
@@ -94,7 +97,7 @@ def _split_block(weights, active, size, *, block, max_iter, tol):
     a = weights[idx[:, None], idx[None, :]]
     a = jnp.where(valid[:, None] & valid[None, :], a, 0.0)
     d = jnp.sum(a, axis=1)
-    fied = fiedler_vector(a, valid, block=block, max_iter=max_iter, tol=tol)
+    fied = fiedler_vector(a, valid, subspace=subspace, max_iter=max_iter, tol=tol)
     y = fied.vector
     # Deterministic sign: the entry of largest magnitude is positive (first one on ties).
     y = y * jnp.where(y[jnp.argmax(jnp.abs(y))] < 0, -1.0, 1.0)
@@ -122,23 +125,21 @@ def _recursive_ncut_flat(
     alpha,
     *,
     block_sizes: Sequence[int],
-    block: int,
+    subspace: int,
     max_iter: int,
     tol: float,
 ) -> NCutResult:
     n = features.shape[0]
     aff = affinity(features, alpha)
-    sizes = jnp.asarray(block_sizes, jnp.int32)
+    ascending = tuple(reversed(block_sizes))
     branches = [
-        functools.partial(_split_block, size=s, block=block, max_iter=max_iter, tol=tol)
-        for s in block_sizes
+        functools.partial(_split_block, size=s, subspace=subspace, max_iter=max_iter, tol=tol)
+        for s in ascending
     ]
 
     def split(active):
-        count = jnp.sum(active)
-        # Smallest block that holds the region (sizes are descending).
-        which = jnp.sum(sizes >= count) - 1
-        return jax.lax.switch(which, branches, aff.weights, active)
+        # The smallest block that holds the region.
+        return smallest_bucket(jnp.sum(active), ascending, branches, aff.weights, active)
 
     def no_split(active):
         del active
@@ -188,9 +189,9 @@ def _recursive_ncut_flat(
     return NCutResult(canonical_labels(region), n_regions, n_splits, visited, dense)
 
 
-def _level_batched(features, tau, alpha, *, slots, block, max_iter, tol, check_every):
+def _level_batched(features, tau, alpha, *, slots, subspace, max_iter, tol, check_every):
     region, n_regions, n_splits, visited, dense = recursive_ncut_level(
-        features, tau, alpha, slots=slots, block=block, max_iter=max_iter, tol=tol,
+        features, tau, alpha, slots=slots, subspace=subspace, max_iter=max_iter, tol=tol,
         check_every=check_every)
     return NCutResult(canonical_labels(region), n_regions, n_splits, visited, dense)
 
@@ -201,23 +202,35 @@ def resolve_formulation(formulation: str) -> str:
         raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
     if formulation == "auto":
         return "stack" if jax.default_backend() == "cpu" else "level"
+    if formulation == "level" and jax.default_backend() == "cpu":
+        _warn_cpu_scheduler()
     return formulation
 
 
-def _ncut_batch(features, tau, alpha, *, formulation, block_sizes, block, max_iter, tol, slots,
+@functools.lru_cache(maxsize=None)
+def _warn_cpu_scheduler():
+    flag = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    if flag not in os.environ.get("XLA_FLAGS", ""):
+        warnings.warn(
+            "recursive_ncut(formulation='level') on CPU: XLA:CPU's concurrency-optimized scheduler "
+            f"can deadlock its nested loops (seen with jax 0.10 on 2 cores). Set XLA_FLAGS={flag} "
+            "before importing jax, or use formulation='stack' (the CPU default).", stacklevel=3)
+
+
+def _ncut_batch(features, tau, alpha, *, formulation, block_sizes, subspace, max_iter, tol, slots,
                 check_every) -> NCutResult:
     """(B, N, C) features, (B,) tau and alpha -> batched NCutResult."""
     if formulation == "stack":
         flat = sequential_vmap(functools.partial(
-            _recursive_ncut_flat, block_sizes=block_sizes, block=block, max_iter=max_iter, tol=tol))
+            _recursive_ncut_flat, block_sizes=block_sizes, subspace=subspace, max_iter=max_iter, tol=tol))
         return jax.vmap(flat)(features, tau, alpha)
     # Under an outer jax.vmap the extra batch axis joins the batch: still one batched loop.
     return merge_vmap(functools.partial(
-        _level_batched, slots=slots, block=block, max_iter=max_iter, tol=tol,
+        _level_batched, slots=slots, subspace=subspace, max_iter=max_iter, tol=tol,
         check_every=check_every))(features, tau, alpha)
 
 
-_STATIC = ("formulation", "block_sizes", "block", "max_iter", "tol", "slots", "check_every")
+_STATIC = ("formulation", "block_sizes", "subspace", "max_iter", "tol", "slots", "check_every")
 _ncut_jit = jax.jit(_ncut_batch, static_argnames=_STATIC)
 
 
@@ -228,7 +241,7 @@ def recursive_ncut(
     *,
     formulation: str = "auto",
     block_sizes: Sequence[int] | None = None,
-    block: int = 16,
+    subspace: int = 16,
     max_iter: int = 300,
     tol: float = 1e-5,
     slots: int = 16,
@@ -247,7 +260,7 @@ def recursive_ncut(
         GPU/TPU. Both give the same partitions (up to round-off on numerically tied cuts).
       block_sizes: stack formulation: compaction buckets (descending, first = h * w); default:
         halving down to 16.
-      block, max_iter, tol: the eigensolver's subspace size, iteration cap and residual tolerance
+      subspace, max_iter, tol: the eigensolver's subspace size, iteration cap and residual tolerance
         (see `spectral.fiedler_vector`); it falls back to a dense `eigh` when not converged.
       slots: level formulation: regions per image taken in one step (more wait for the next).
       check_every: level formulation: subspace iterations between convergence tests.
@@ -289,7 +302,7 @@ def recursive_ncut(
     formulation = resolve_formulation(formulation)
     result = _ncut_jit(
         feats.reshape(bsz, n, c), tau, alpha, formulation=formulation,
-        block_sizes=block_sizes, block=int(block), max_iter=int(max_iter), tol=float(tol),
+        block_sizes=block_sizes, subspace=int(subspace), max_iter=int(max_iter), tol=float(tol),
         slots=int(slots), check_every=int(check_every))
     if not batched:
         result = jax.tree.map(lambda x: x[0], result)

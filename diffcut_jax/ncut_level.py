@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 
 from diffcut_jax import spectral
+from diffcut_jax.graph import HIGHEST, NUM_THRESHOLDS, affinity, thresholds
 from diffcut_jax.spectral import per_node, segment_sum
 
-HIGHEST = jax.lax.Precision.HIGHEST
 SMALL = 32  # regions up to this many active nodes are solved densely
 
 
@@ -72,8 +72,6 @@ def _small_fiedler(weights, part, small, num_slots):
 
 def _cut_values(a, y, part, onehot, num_slots):
     """Per region: NCut of its 100 threshold bipartitions, each node's bin, and min(y)."""
-    from diffcut_jax.ncut import NUM_THRESHOLDS, thresholds
-
     member = part < num_slots
     big = jnp.finfo(y.dtype).max
     ymin = jax.vmap(lambda v, p: jnp.full((num_slots + 1,), big).at[p].min(v))(
@@ -95,7 +93,7 @@ def _cut_values(a, y, part, onehot, num_slots):
     return ncut, bins, ymin
 
 
-def _step(state: LevelState, weights, zero_rows, finite, tau, *, slots, block, max_iter, tol,
+def _step(state: LevelState, weights, zero_rows, finite, tau, *, slots, subspace, max_iter, tol,
           check_every) -> LevelState:
     bsz, n = state.region.shape
     r = slots
@@ -121,7 +119,7 @@ def _step(state: LevelState, weights, zero_rows, finite, tau, *, slots, block, m
     in_large = per_node(large, part)
     big = spectral.region_fiedler_vectors(
         jnp.where(in_large[..., None], a, 0.0), jnp.where(in_large, part, r), r,
-        block=block, max_iter=max_iter, tol=tol, check_every=check_every)
+        subspace=subspace, max_iter=max_iter, tol=tol, check_every=check_every)
     unconverged = large & ~big.converged
     # The dense solve for the first unconverged region of each image; the others wait.
     first = _first_index(unconverged)  # (B,), r if none
@@ -186,15 +184,13 @@ def _step(state: LevelState, weights, zero_rows, finite, tau, *, slots, block, m
     )
 
 
-def recursive_ncut_level(features, tau, alpha, *, slots: int = 16, block: int = 16,
+def recursive_ncut_level(features, tau, alpha, *, slots: int = 16, subspace: int = 16,
                          max_iter: int = 300, tol: float = 1e-5, check_every: int = 4):
     """(B, N, C) features, (B,) tau and alpha -> region ids (B, N) and the counters.
 
     Returns (region, num_regions, num_splits, visited, dense_fallbacks); region ids are in
     [0, num_regions) but not in a canonical order (see `ncut.canonical_labels`).
     """
-    from diffcut_jax.ncut import affinity
-
     bsz, n, _ = features.shape
     aff = jax.vmap(affinity)(features, alpha)
     init = LevelState(
@@ -207,7 +203,7 @@ def recursive_ncut_level(features, tau, alpha, *, slots: int = 16, block: int = 
         step=jnp.int32(0),
     )
     step = functools.partial(_step, weights=aff.weights, zero_rows=aff.zero_rows,
-                             finite=aff.finite, tau=tau, slots=slots, block=block,
+                             finite=aff.finite, tau=tau, slots=slots, subspace=subspace,
                              max_iter=max_iter, tol=tol, check_every=check_every)
     out = jax.lax.while_loop(lambda s: jnp.any(s.pending), step, init)
     return out.region, out.num_regions, out.num_splits, out.visited, out.dense

@@ -84,7 +84,7 @@ def fiedler_vector(
     a: jnp.ndarray,
     valid: jnp.ndarray,
     *,
-    block: int = 16,
+    subspace: int = 16,
     max_iter: int = 300,
     tol: float = 1e-5,
 ) -> FiedlerResult:
@@ -93,7 +93,7 @@ def fiedler_vector(
     Args:
       a: symmetric non-negative affinities; padding rows/columns must be zero.
       valid: (n,) bool, the real nodes (at least two).
-      block: subspace size; should exceed the number of near-components expected.
+      subspace: subspace size (columns); should exceed the number of near-components expected.
       max_iter: subspace iterations before falling back to a dense solve.
       tol: residual ||M u - theta u|| accepted for the Ritz vector (unit u).
 
@@ -101,7 +101,7 @@ def fiedler_vector(
       FiedlerResult; `vector` is not sign-normalized.
     """
     n = a.shape[0]
-    b = min(block, n)
+    b = min(subspace, n)
     dtype = a.dtype
     dm, q = _degree_terms(a, valid)
 
@@ -179,7 +179,7 @@ def region_fiedler_vectors(
     slot: jnp.ndarray,
     num_slots: int,
     *,
-    block: int = 16,
+    subspace: int = 16,
     max_iter: int = 300,
     tol: float = 1e-5,
     check_every: int = 4,
@@ -189,8 +189,8 @@ def region_fiedler_vectors(
     Args:
       a: (B, N, N) block-diagonal affinities: a[b, i, j] = 0 unless i and j are in one region.
       slot: (B, N) int32, each node's region in [0, num_slots); num_slots = not in any region.
-        Every region should hold more than `block` nodes (smaller ones: `dense_fiedler_vector`).
-      block, max_iter, tol: as `fiedler_vector`; a region that has not converged after
+        Every region should hold more than `subspace` nodes (smaller ones: `dense_fiedler_vector`).
+      subspace, max_iter, tol: as `fiedler_vector`; a region that has not converged after
         `max_iter` iterations is reported in `converged` (the caller falls back to a dense solve).
       check_every: iterations between convergence tests of the whole batch. Each test is one
         device -> host round trip on GPUs; a region's result is frozen at the iteration where it
@@ -227,7 +227,7 @@ def region_fiedler_vectors(
             y = jnp.einsum("bni,bnij->bnj", y, at(t), precision=HIGHEST)
         return y
 
-    b = min(block, n)
+    b = min(subspace, n)
     v0 = jax.random.normal(jax.random.PRNGKey(0), (n, b), dtype)
     v = orthonormalize(deflate(jnp.broadcast_to(v0, (bsz, n, b)) * member[..., None]))
     present = seg(member.astype(dtype)) > 0  # (B, R)

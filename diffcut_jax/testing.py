@@ -17,15 +17,8 @@ import numpy as np
 
 from diffcut_jax import presets
 from diffcut_jax.checkpoint import abstract_module, nnx_path_to_torch
+from diffcut_jax.hub import WEIGHT_NAMES
 from diffcut_jax.models import clip, unet, vae
-
-_WEIGHTS = {
-    "unet": "diffusion_pytorch_model",
-    "vae": "diffusion_pytorch_model",
-    "text_encoder": "model",
-    "text_encoder_2": "model",
-}
-
 
 def _torch_shape(path, shape) -> list[int]:
     leaf = path[-1]
@@ -166,7 +159,7 @@ def write_random_checkpoint(root: str | Path, spec: str | Mapping, *, dtype: str
                 x = 1.0 + x
             tensors[name] = x.astype(np_dtype)
         suffix = f".{variant}" if variant else ""
-        save_file(tensors, str(folder / f"{_WEIGHTS[part]}{suffix}.safetensors"))
+        save_file(tensors, str(folder / f"{WEIGHT_NAMES[part]}{suffix}.safetensors"))
         del tensors
     return root
 

@@ -1,1 +1,1 @@
-"""absl-flag entry points (`python -m launch.<name>`), also installed as console scripts."""
+"""absl-flag entry points (`python -m diffcut_jax.launch.<name>`), also installed as console scripts."""

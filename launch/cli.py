@@ -1,4 +1,4 @@
-"""`diffcut-jax <command> ...`: the console script; each command is a `launch.<command>` module."""
+"""`diffcut-jax <command> ...`: the console script; each command is a module of this package."""
 from __future__ import annotations
 
 import importlib
@@ -20,7 +20,7 @@ def main() -> None:
     command = sys.argv.pop(1)
     sys.argv[0] = f"diffcut-jax {command}"
     # Import only the chosen command: each defines its own absl flags.
-    importlib.import_module(f"launch.{command}").cli()
+    importlib.import_module(f"{__package__}.{command}").cli()
 
 
 if __name__ == "__main__":

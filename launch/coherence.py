@@ -1,10 +1,10 @@
-r"""Semantic coherence heat map: `diffcut-jax coherence` = `python -m launch.coherence`.
+r"""Semantic coherence heat map: `diffcut-jax coherence` = `python -m diffcut_jax.launch.coherence`.
 
     diffcut-jax coherence photo.jpg --patch 12,20 [--output coherence.png]
 
 Cosine similarity of one patch's feature (row, column in feature coordinates: the image is
 `image_size / 32` patches on its long side) to every patch, drawn over the image
-(ALGORITHM.md section 6). The chosen patch is outlined.
+(docs/algorithm.md §6). The chosen patch is outlined.
 """
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("patch", None, "Patch as ROW,COL in feature coordinates.")
 flags.DEFINE_string("output", None, "Output PNG (default: <image stem>_coherence.png beside it).")
 flags.DEFINE_float("opacity", 0.6, "Heat map opacity over the photo.")
 common.define_model_flags()
+common.define_option_flags(("image_size", "square"))
 
 
 def run(argv: list[str]) -> int:
@@ -32,7 +33,7 @@ def run(argv: list[str]) -> int:
     from diffcut_jax.extractor import load_extractor
     from diffcut_jax.hub import ModelNotAvailableError
     from diffcut_jax.image_ops import resize_bilinear
-    from diffcut_jax.segmenter import working_size
+    from diffcut_jax.segmentation import working_size
 
     if len(argv) != 1:
         sys.stderr.write("error: pass exactly one image\n")

@@ -11,10 +11,48 @@ from absl import app, flags
 from diffcut_jax.imageio import IMAGE_SUFFIXES
 
 
+def define_option_flags(names=None):
+    """One flag per `SegmenterOptions` field (or the named ones): name, type, default and help
+    come from the dataclass, the one place options are declared."""
+    import dataclasses
+
+    from diffcut_jax.segmentation import SegmenterOptions
+
+    for f in dataclasses.fields(SegmenterOptions):
+        if names is not None and f.name not in names:
+            continue
+        helptext, choices = f.metadata["help"], f.metadata.get("choices")
+        if choices:
+            flags.DEFINE_enum(f.name, f.default, list(choices), helptext)
+        elif isinstance(f.default, bool):
+            flags.DEFINE_bool(f.name, f.default, helptext)
+        elif isinstance(f.default, int):
+            flags.DEFINE_integer(f.name, f.default, helptext)
+        elif isinstance(f.default, float):
+            flags.DEFINE_float(f.name, f.default, helptext)
+        elif isinstance(f.default, tuple):
+            flags.DEFINE_list(f.name, [str(v) for v in f.default], helptext)
+        else:
+            flags.DEFINE_string(f.name, f.default, helptext)
+
+
+def options_from_flags(names=None) -> dict:
+    """The values of the flags `define_option_flags` made, typed as the dataclass fields."""
+    import dataclasses
+
+    from diffcut_jax.segmentation import SegmenterOptions
+
+    out = {}
+    for f in dataclasses.fields(SegmenterOptions):
+        if names is not None and f.name not in names:
+            continue
+        value = flags.FLAGS[f.name].value
+        out[f.name] = tuple(int(v) for v in value) if isinstance(f.default, tuple) else value
+    return out
+
+
 def define_model_flags():
     flags.DEFINE_string("model", "segmind/SSD-1B", "Hub id or local diffusers directory.")
-    flags.DEFINE_integer("image_size", 1024, "Working size: the long side (multiple of 32).")
-    flags.DEFINE_bool("square", False, "Resize to image_size x image_size as the paper did.")
     flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "UNet dtype (default: float32 on CPU, bfloat16 on accelerators).")
     flags.DEFINE_integer("timestep", 50, "Diffusion timestep of the noisy latent.")
     flags.DEFINE_integer("seed", 0, "Seed of the shared noise draw.")
@@ -78,10 +116,34 @@ def model_error_exit(err: Exception) -> int:
     return 2
 
 
+def default_cache_dir() -> str:
+    """The user's cache directory for compiled programs ($XDG_CACHE_HOME or ~/.cache)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "diffcut_jax", "jax_compilation_cache")
+
+
+flags.DEFINE_string(
+    "compilation_cache_dir", default_cache_dir(),
+    "JAX's persistent compilation cache: a warm start skips XLA compilation. Empty: off.")
+
+
+def enable_compilation_cache(path: str) -> None:
+    if not path:
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    # Cache every program that took a noticeable time to compile (the big ones do).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def entry_point(run):
     """absl entry point for `run(positional_args) -> exit status`."""
 
     def main(argv):
+        enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
         sys.exit(run(argv[1:]))
 
     return lambda: app.run(main)

@@ -1,10 +1,13 @@
-r"""Benchmark evaluation: `diffcut-jax eval` = `python -m launch.eval`.
+r"""Benchmark evaluation: `diffcut-jax eval` = `python -m diffcut_jax.launch.eval`.
 
-    python -m launch.eval --config=configs/voc20.py --workdir=runs/voc20 \
-        --data_dir=~/tensorflow_datasets --manual_dir=/data/pascal [--config.tau=0.35]
+    diffcut-jax eval --config=voc20 --workdir=runs/voc20 \
+        --data_dir=~/tensorflow_datasets --manual_dir=/data/pascal [--config.segmentation.tau=0.35]
+
+`--config` takes a config by name (`voc20`, `voc20:vega`: the files shipped in
+`diffcut_jax/configs/`) or a path to a config file.
 
 Builds the benchmark's TFDS dataset from the raw download on first use, then segments every
-validation image on all devices (data parallel) and matches segments to classes (PROTOCOL.md).
+validation image on all devices (data parallel) and matches segments to classes (docs/protocol.md).
 Shows images/s and the running mIoU; at the end prints the per-class IoU table and writes
 `results.json`, `per_class.csv`, `config.json` and `per_image.jsonl` to --workdir. Multi-host: pass --distributed on
 every host (jax.distributed.initialize); each host reads its own part of the split.
@@ -20,10 +23,11 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Benchmark config, e.g. configs/voc20.py[:model].", lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Benchmark config: a name (voc20[:model]) or a file "
+                                "(path/to/config.py[:model]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where results.json, per_class.csv and config.json go.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's own, ~/tensorflow_datasets).")
 flags.DEFINE_string("manual_dir", None, "The raw download (needed until the dataset is built).")
@@ -34,20 +38,43 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (with --distrib
 flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 
 
-def validate(cfg) -> None:
-    from diffcut_jax.data.benchmarks import BENCHMARKS
-    from diffcut_jax.data.label_maps import ADE20K_CONVENTIONS
+def config_path(value: str) -> str:
+    """`name[:arg]` -> the shipped config file's path (`path.py[:arg]` is kept as it is)."""
+    name, sep, arg = value.partition(":")
+    if name.endswith(".py") or "/" in name or "\\" in name:
+        return value
+    from importlib import resources
 
-    if cfg.benchmark not in BENCHMARKS:
-        raise ValueError(f"config.benchmark: unknown {cfg.benchmark!r}; choose from {sorted(BENCHMARKS)}")
-    if cfg.label_convention not in ADE20K_CONVENTIONS:
-        raise ValueError(f"config.label_convention must be one of {ADE20K_CONVENTIONS}, got {cfg.label_convention!r}")
-    if cfg.label_convention != "original" and cfg.benchmark != "ade20k":
-        raise ValueError("config.label_convention applies to ade20k only")
-    if len(set(cfg.mask_size)) != 1:
-        raise ValueError(f"config.mask_size must be square, got {tuple(cfg.mask_size)}")
-    if cfg.per_device_batch_size < 1 or cfg.max_images < 0:
-        raise ValueError("config.per_device_batch_size must be >= 1 and config.max_images >= 0")
+    from diffcut_jax.data.benchmarks import BENCHMARKS
+
+    configs = resources.files("diffcut_jax.configs")
+    path = configs.joinpath(f"{name}.py")
+    if path.is_file():
+        return f"{path}{sep}{arg}"
+    if name in BENCHMARKS:  # a benchmark record without a config file of its own
+        return f"{configs.joinpath('common.py')}:{name}" + (f",{arg}" if arg else "")
+    raise SystemExit(f"error: --config={value}: no config named {name!r}; "
+                     f"choose from {sorted(BENCHMARKS)} or give a path")
+
+
+def resolve_config_names(argv: list[str]) -> list[str]:
+    """Rewrite `--config=<name>` (or `--config <name>`) before absl parses the flags."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a.startswith("--config="):
+            out[i] = "--config=" + config_path(a[len("--config="):])
+        elif a == "--config" and i + 1 < len(out):
+            out[i + 1] = config_path(out[i + 1])
+    return out
+
+
+def validate(cfg) -> None:
+    from diffcut_jax.data import benchmarks
+
+    benchmarks.get(cfg.benchmark, cfg.label_convention)  # names the problem if unknown
+    if cfg.per_device_batch_size < 1 or cfg.max_images < 0 or cfg.mask_size < 1:
+        raise ValueError("config.per_device_batch_size and config.mask_size must be >= 1 and "
+                         "config.max_images >= 0")
 
 
 def class_table(result) -> str:
@@ -65,7 +92,7 @@ def write_outputs(workdir: Path, cfg, result, extra: dict) -> None:
 
     workdir.mkdir(parents=True, exist_ok=True)
     summary = {
-        "benchmark": result.benchmark.name, "title": result.benchmark.title, "model": cfg.model,
+        "benchmark": result.benchmark.name, "title": result.benchmark.title, "model": cfg.model.path,
         "miou": result.miou, "pixel_accuracy": result.pixel_accuracy,
         "images": result.accumulator.images, "num_classes": result.benchmark.num_classes,
         **extra, "per_class": result.per_class(), "config": cfg.to_dict(),
@@ -104,14 +131,13 @@ def run(args: list[str]) -> int:
     if FLAGS.distributed:
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    from configs.common import published_miou
     from diffcut_jax.checkpoint import CheckpointError
     from diffcut_jax.data import benchmarks, builders, pipeline
     from diffcut_jax.data.raw_layouts import MissingDataError
     from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf
     from diffcut_jax.extractor import load_extractor
     from diffcut_jax.imageio import atomic_write
-    from diffcut_jax.segmenter import SegmenterOptions
+    from diffcut_jax.segmentation import SegmenterOptions
 
     bench = benchmarks.get(cfg.benchmark, cfg.label_convention)
     builder = builders.builder(cfg.benchmark, FLAGS.data_dir, cfg.label_convention)
@@ -127,26 +153,22 @@ def run(args: list[str]) -> int:
         sys.stderr.write(f"error: {e}\n")
         return 2
 
-    options = SegmenterOptions(
-        tau=cfg.tau, alpha=cfg.alpha, method=cfg.method, refinement=cfg.refinement,
-        pamr_num_iter=cfg.pamr_num_iter, pamr_dilations=tuple(cfg.pamr_dilations),
-        image_size=cfg.image_size, square=True, autosc_use_chosen_alpha=cfg.autosc_use_chosen_alpha,
-    )
+    options = SegmenterOptions(**cfg.segmentation)
     t0 = time.perf_counter()
+    model = dict(cfg.model)
     try:
-        extractor = load_extractor(cfg.model, dtype=cfg.dtype, timestep=cfg.timestep,
-                                   image_size=cfg.image_size, seed=cfg.seed)
+        extractor = load_extractor(model.pop("path"), image_size=options.image_size, **model)
     except (CheckpointError, ValueError) as e:
         return common.model_error_exit(e)
     load_s = time.perf_counter() - t0
-    evaluator = Evaluator(extractor, bench, options, mask_size=cfg.mask_size[0],
-                          batch_invariant=cfg.batch_invariant)
+    evaluator = Evaluator(extractor, bench, options, mask_size=cfg.mask_size,
+                          feature_batch=cfg.feature_batch or None)
 
     split = cfg.split if not cfg.max_images else f"{cfg.split}[:{cfg.max_images}]"
     batch_size = cfg.per_device_batch_size * jax.local_device_count()
     try:
         dataset, num_batches = pipeline.eval_batches(
-            builder, batch_size=batch_size, image_size=cfg.image_size, mask_size=cfg.mask_size[0],
+            builder, batch_size=batch_size, image_size=options.image_size, mask_size=cfg.mask_size,
             split=split, process_index=jax.process_index(), process_count=jax.process_count())
     except (KeyError, ValueError) as e:
         sys.stderr.write(f"error: split {split!r}: {e}\n")
@@ -166,7 +188,7 @@ def run(args: list[str]) -> int:
     if result.accumulator.images != total:
         sys.stderr.write(f"error: evaluated {result.accumulator.images} of {total} images\n")
         return 1
-    expected = published_miou(cfg.benchmark, cfg.model_name, cfg.method, cfg.refinement)
+    expected = bench.published_miou(cfg.backbone, options.method, options.refinement)
     extra = {
         "published_miou": expected, "seconds": result.seconds,
         "images_per_second": result.accumulator.images / max(result.seconds, 1e-9),
@@ -191,7 +213,12 @@ def run(args: list[str]) -> int:
     return 0
 
 
-cli = common.entry_point(run)
+_run = common.entry_point(run)
+
+
+def cli() -> None:
+    sys.argv = resolve_config_names(sys.argv)
+    _run()
 
 if __name__ == "__main__":
     cli()

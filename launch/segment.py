@@ -1,4 +1,4 @@
-r"""Segment images: `diffcut-jax segment` = `python -m launch.segment`.
+r"""Segment images: `diffcut-jax segment` = `python -m diffcut_jax.launch.segment`.
 
     diffcut-jax segment --output_dir out/ photos/ 'more/*.jpg' one.png [--refinement] [--tau 0.5]
 
@@ -19,20 +19,15 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from launch import common
+from . import common
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("output_dir", None, "Where the outputs go (created if needed).")
-flags.DEFINE_float("tau", 0.5, "NCut threshold: a split is kept if its NCut < tau.")
-flags.DEFINE_float("alpha", 10.0, "Affinity exponent.")
-flags.DEFINE_enum("method", "ncut", ["ncut", "autosc"], "Recursive NCut, or AutoSC (no tau).")
-flags.DEFINE_bool("refinement", False, "PAMR refinement + 3x3 median.")
-flags.DEFINE_integer("pamr_num_iter", 10, "PAMR iterations.")
-flags.DEFINE_list("pamr_dilations", ["1", "2", "4", "8"], "PAMR dilations.")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs exist.")
 flags.DEFINE_integer("max_pixels", 178_956_970, "Larger images are skipped.")
 common.define_model_flags()
+common.define_option_flags()
 
 
 def output_names(files: list[Path]) -> dict[Path, str]:
@@ -86,11 +81,8 @@ def run(inputs: list[str]) -> int:
     t0 = time.perf_counter()
     try:
         seg = DiffCut.from_pretrained(
-            FLAGS.model, tau=FLAGS.tau, alpha=FLAGS.alpha, refinement=FLAGS.refinement,
-            method=FLAGS.method, pamr_num_iter=FLAGS.pamr_num_iter,
-            pamr_dilations=tuple(int(d) for d in FLAGS.pamr_dilations),
-            image_size=FLAGS.image_size, square=FLAGS.square, dtype=FLAGS.dtype,
-            timestep=FLAGS.timestep, seed=FLAGS.seed,
+            FLAGS.model, dtype=FLAGS.dtype, timestep=FLAGS.timestep, seed=FLAGS.seed,
+            **common.options_from_flags(),
         )
     except (ModelNotAvailableError, CheckpointError, ValueError) as e:
         return common.model_error_exit(e)

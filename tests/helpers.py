@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcut_jax.labels import partition_mismatch  # noqa: F401  (re-exported for the tests)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DIFFCUT_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
@@ -24,23 +26,6 @@ def load_fixture(name: str):
 
 def meta(z, key: str) -> dict:
     return json.loads(str(z[key]))
-
-
-def partition_mismatch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Boolean mask of the pixels that break a one-to-one correspondence between labelings a and b.
-
-    Empty iff a and b are the same partition. Each label of `a` is matched to its most frequent
-    label of `b` (and vice versa); pixels off that matching are reported.
-    """
-    a = np.asarray(a).ravel()
-    b = np.asarray(b).ravel()
-    bad = np.zeros(a.shape, bool)
-    for x, y in ((a, b), (b, a)):
-        for lab in np.unique(x):
-            sel = x == lab
-            vals, counts = np.unique(y[sel], return_counts=True)
-            bad |= sel & (y != vals[np.argmax(counts)])
-    return bad
 
 
 def same_partition(a, b) -> bool:

@@ -1,4 +1,4 @@
-"""Independent NumPy/SciPy transcriptions of ALGORITHM.md, used as test oracles (float64, dense).
+"""Independent NumPy/SciPy transcriptions of docs/algorithm.md, used as test oracles (float64, dense).
 
 Written straight from the text, with none of the library's tricks (no compaction, no subspace
 iteration, no binned cut values), so agreement is evidence, not tautology.
@@ -69,7 +69,7 @@ def root_eigenvalues64(features: np.ndarray, alpha: float, count: int = 4) -> np
 
 
 def autosc64(features: np.ndarray, alphas=(1, 5, 10, 15), use_chosen_alpha=False):
-    """AutoSC per ALGORITHM.md section 5, with scipy's pivoted QR and SVD."""
+    """AutoSC per docs/algorithm.md §5, with scipy's pivoted QR and SVD."""
     w0, _ = affinity64(features, 1.0)
     best_score, best_k, best_i, per_alpha = -np.inf, None, None, []
     for i, alpha in enumerate(alphas):

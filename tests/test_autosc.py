@@ -1,4 +1,4 @@
-"""AutoSC against an independent NumPy/SciPy transcription of ALGORITHM.md section 5."""
+"""AutoSC against an independent NumPy/SciPy transcription of docs/algorithm.md §5."""
 from __future__ import annotations
 
 import chex

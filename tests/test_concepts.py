@@ -53,7 +53,7 @@ def test_non_square_input_and_output():
     np.testing.assert_array_equal(out, _assign_numpy(feats.astype(np.float64), labels, (23, 41)))
 
 
-def test_many_segments_use_a_larger_capacity():
+def test_many_segments_use_a_larger_label_bucket():
     rng = np.random.default_rng(1)
     feats = rng.normal(size=(8, 8, 32)).astype(np.float32)
     labels = np.arange(64).reshape(8, 8).astype(np.int32)  # 64 segments > the first bucket (8)

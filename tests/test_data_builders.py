@@ -18,7 +18,7 @@ S, M = 48, 16  # small working and mask sizes keep the check fast; the maths is 
 
 
 def expected_classes(benchmark: str, raw: np.ndarray, convention: str = "original") -> np.ndarray:
-    """PROTOCOL.md's raw value -> class table, written out independently of label_maps.py."""
+    """docs/protocol.md's raw value -> class table, written out independently of label_maps.py."""
     raw = raw.astype(np.int64)
     if benchmark == "voc20":
         return np.where((raw >= 1) & (raw <= 20), raw - 1, -1)

@@ -9,7 +9,12 @@ import pytest
 pytest.importorskip("tensorflow_datasets")
 
 from diffcut_jax.data import builders, fake_downloads  # noqa: E402
-from diffcut_jax.data.raw_layouts import MissingDataError, layout_for  # noqa: E402
+from diffcut_jax.data.benchmarks import BENCHMARKS  # noqa: E402
+from diffcut_jax.data.raw_layouts import MissingDataError  # noqa: E402
+
+
+def layout_for(name):
+    return BENCHMARKS[name].layout()
 
 
 @pytest.mark.parametrize("name", sorted(builders.BUILDERS))

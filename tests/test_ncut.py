@@ -166,7 +166,7 @@ def test_eigensolver_failure_is_a_leaf():
     assert not bool(res.ok)
     np.testing.assert_array_equal(np.asarray(res.vector), 0.0)
     split = ncut_lib._split_block(
-        a, jnp.ones((8,), bool), 8, block=4, max_iter=10, tol=1e-5
+        a, jnp.ones((8,), bool), 8, subspace=4, max_iter=10, tol=1e-5
     )
     assert not bool(split.accepted_shape)
     assert not bool(jnp.any(split.inside))

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from diffcut_jax import imageio
-from diffcut_jax.segmenter import DiffCut, working_size
+from diffcut_jax.segmentation import working_size
+from diffcut_jax.segmenter import DiffCut
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
 from tests.helpers import REPO, SHARED
 
@@ -52,19 +53,23 @@ def test_labels_at_input_size_and_consecutive(seg):
     assert seg(images[0], output_size=(10, 12)).shape == (10, 12)
 
 
-def test_one_compiled_function_per_shape(seg):
+def test_one_compiled_program_per_shape_and_static_options(seg, compile_counter):
     images = jax.random.uniform(jax.random.PRNGKey(1), (3, 40, 40, 3))
-    seg(images)
-    fn = seg.compiled(seg.working_size(40, 40), (40, 40))
-    before = fn._cache_size()
-    for i in range(3):
-        seg(images + 0.01 * i)
-    assert fn._cache_size() == before == 1
-    # tau and alpha are traced: other values reuse the compiled function.
-    other = seg.with_options(tau=0.3, alpha=5.0)
-    other._compiled = seg._compiled
-    other(images)
-    assert fn._cache_size() == 1
+    others = [np.asarray(images) * (1 - 0.01 * i) for i in range(3)]  # new data, same shape
+    first = np.asarray(seg(images))
+    seg(others[0])  # NumPy input: its staging program (once per shape) is part of the warm-up
+    warm = compile_counter.count
+    for other in others:
+        seg(other).block_until_ready()
+    assert compile_counter.count == warm
+    # tau and alpha are traced: with_options and another alpha reuse the compiled program.
+    seg.with_options(tau=0.3)(images).block_until_ready()
+    seg.with_options(alpha=5.0, tau=0.7)(images).block_until_ready()
+    assert compile_counter.count == warm
+    np.testing.assert_array_equal(np.asarray(seg(images)), first)
+    # A static option is another program.
+    seg.with_options(refinement=True)(images).block_until_ready()
+    assert compile_counter.count > warm
 
 
 @pytest.mark.parametrize("options", [dict(refinement=True), dict(method="autosc"), dict(square=True)])
@@ -115,7 +120,7 @@ def _bad_inputs(folder: Path) -> dict[str, str | None]:
 
 
 def _run(args, env=None, timeout=600):
-    cmd = [sys.executable, "-m", "launch.segment", *args]
+    cmd = [sys.executable, "-m", "diffcut_jax.launch.segment", *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -136,6 +141,7 @@ def _check_outputs(out: Path, name: str, source: Path):
     return labels
 
 
+@pytest.mark.slow
 def test_segment_command_on_photos_and_bad_inputs(tiny_root, tmp_path):
     bad_dir = tmp_path / "bad"
     expected = _bad_inputs(bad_dir)
@@ -162,6 +168,7 @@ def test_segment_command_on_photos_and_bad_inputs(tiny_root, tmp_path):
     assert "processed 10" in res.stderr and "failed 4" in res.stderr
 
 
+@pytest.mark.slow
 def test_exit_code_when_nothing_succeeds(tiny_root, tmp_path):
     bad = tmp_path / "x.png"
     bad.write_text("no")
@@ -172,6 +179,7 @@ def test_exit_code_when_nothing_succeeds(tiny_root, tmp_path):
     assert res.returncode == 2 and "matches no file" in res.stderr
 
 
+@pytest.mark.slow
 def test_offline_default_model_says_how_to_download(tmp_path):
     env = _env()
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
@@ -180,6 +188,7 @@ def test_offline_default_model_says_how_to_download(tmp_path):
     assert "huggingface-cli download segmind/SSD-1B" in res.stderr and "local" in res.stderr
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes(tiny_root, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -187,7 +196,7 @@ def test_interrupted_run_resumes(tiny_root, tmp_path):
         shutil.copy(IMAGES[i % len(IMAGES)], src / f"img{i:02d}{IMAGES[i % len(IMAGES)].suffix}")
     out = tmp_path / "out"
     args = ["--model", str(tiny_root), "--image_size", str(SIZE), "--square", "--output_dir", str(out), str(src)]
-    proc = subprocess.Popen([sys.executable, "-m", "launch.segment", *args], cwd=REPO, env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "diffcut_jax.launch.segment", *args], cwd=REPO, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("*_overlay.png"))) < 3:
@@ -214,9 +223,10 @@ def test_sixteen_bit_labels_png(tmp_path):
     np.testing.assert_array_equal(imageio.read_labels_png(tmp_path / "l.png"), labels)
 
 
+@pytest.mark.slow
 def test_coherence_command(tiny_root, tmp_path):
     out = tmp_path / "coh.png"
-    cmd = [sys.executable, "-m", "launch.coherence", "--model", str(tiny_root), "--image_size",
+    cmd = [sys.executable, "-m", "diffcut_jax.launch.coherence", "--model", str(tiny_root), "--image_size",
            str(SIZE), "--patch", "1,0", "--output", str(out), str(IMAGES[0])]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]

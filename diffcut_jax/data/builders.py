@@ -5,7 +5,7 @@
     ds = builder.as_dataset(split="validation")
 
 Each example: `image` (the original encoded file, decoded to uint8 RGB), `label` (uint8, same
-size: the evaluation class, 255 = void / unlabelled, i.e. class -1 of PROTOCOL.md) and
+size: the evaluation class, 255 = void / unlabelled, i.e. class -1 of docs/protocol.md) and
 `image_id`. The label mapping is applied while building; ADE20K has one builder config per label
 convention ("original", the default, reproduces the paper's numbers; "standard").
 """
@@ -20,8 +20,8 @@ from absl import logging
 from PIL import Image
 
 from diffcut_jax.data import label_maps
-from diffcut_jax.data.benchmarks import BENCHMARKS
-from diffcut_jax.data.raw_layouts import MissingDataError, layout_for
+from diffcut_jax.data.benchmarks import BENCHMARKS, Benchmark
+from diffcut_jax.data.raw_layouts import MissingDataError
 
 VOID = 255  # stored value of class -1
 VERSION = tfds.core.Version("1.0.0")
@@ -31,14 +31,15 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     """Shared body: list the raw examples, map each label, store image bytes untouched."""
 
     benchmark: str
+    record: Benchmark
     VERSION = VERSION
     RELEASE_NOTES = {"1.0.0": "Validation split from the official raw download."}
 
     def _convention(self) -> str:
-        return "original"
+        return self.builder_config.name if self.BUILDER_CONFIGS else "original"
 
     def _info(self):
-        b = BENCHMARKS[self.benchmark]
+        b = self.record
         return self.dataset_info_from_configs(
             description=f"{b.title} validation split for DiffCut's unsupervised evaluation "
                         f"({b.num_classes} classes, label {VOID} = void / unlabelled).",
@@ -53,7 +54,7 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if getattr(cls, "benchmark", None):
-            layout = layout_for(cls.benchmark)
+            layout = cls.record.layout()
             cls.MANUAL_DOWNLOAD_INSTRUCTIONS = (
                 f"Unpack the official {layout.title} download in manual_dir:\n{layout.layout}\n")
 
@@ -65,12 +66,13 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         if self._listed is not None:
             layout, examples = self._listed
         else:
-            layout = layout_for(self.benchmark)
+            layout = self.record.layout()
             examples = layout.examples(dl_manager.manual_dir)
         return {"validation": self._generate_examples(layout, examples)}
 
     def _generate_examples(self, layout, examples):
-        lut = label_maps.lookup_table(self.benchmark, self._convention())
+        lut = self.record.label_table(self._convention())
+        known = self.record.known_raw_values
         unexpected = 0
         for ex in examples:
             try:
@@ -89,59 +91,37 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                     f"its image {ex.image} is {width}x{height}"
                 )
             classes = label_maps.apply(lut, raw)
-            if self.benchmark == "context59":
-                unexpected += int(np.count_nonzero(~np.isin(raw, label_maps.CONTEXT59_IDS)))
+            if known is not None:
+                unexpected += int(np.count_nonzero(~np.isin(raw, known)))
             label = np.where(classes < 0, VOID, classes).astype(np.uint8)[..., None]
             yield ex.image_id, {"image": ex.image, "label": label, "image_id": ex.image_id}
         if unexpected:
-            logging.warning("%s: %d pixel(s) had a category outside the 59 classes (set to void)",
-                            layout.title, unexpected)
+            logging.warning("%s: %d pixel(s) had a category outside the %d classes (set to void)",
+                            layout.title, unexpected, self.record.num_classes - self.record.background)
 
 
-class DiffcutVoc20(_RawBenchmarkBuilder):
-    benchmark = "voc20"
+def _builder_class(record: Benchmark) -> type:
+    """The TFDS builder of a record: class `Diffcut<Name>`, registered as `diffcut_<name>`."""
+    configs = [tfds.core.BuilderConfig(name=c, description=f"label convention {c!r}")
+               for c in record.conventions] if len(record.conventions) > 1 else []
+    name = "Diffcut" + "".join(part.capitalize() for part in record.name.split("_"))
+    return type(name, (_RawBenchmarkBuilder,), {
+        "benchmark": record.name, "record": record, "BUILDER_CONFIGS": configs,
+        "__module__": __name__, "__doc__": f"{record.title} validation split (raw download)."})
 
 
-class DiffcutContext59(_RawBenchmarkBuilder):
-    benchmark = "context59"
-
-
-class DiffcutCocoObject(_RawBenchmarkBuilder):
-    benchmark = "coco_object"
-
-
-class DiffcutCocoStuff(_RawBenchmarkBuilder):
-    benchmark = "coco_stuff"
-
-
-class DiffcutCityscapes(_RawBenchmarkBuilder):
-    benchmark = "cityscapes"
-
-
-class DiffcutAde20k(_RawBenchmarkBuilder):
-    benchmark = "ade20k"
-    BUILDER_CONFIGS = [
-        tfds.core.BuilderConfig(name="original", description="Raw values are the classes (as the paper)."),
-        tfds.core.BuilderConfig(name="standard", description="0 ignored, raw k -> class k - 1."),
-    ]
-
-    def _convention(self) -> str:
-        return self.builder_config.name
-
-
-BUILDERS = {cls.benchmark: cls for cls in (
-    DiffcutVoc20, DiffcutContext59, DiffcutCocoObject, DiffcutCocoStuff, DiffcutCityscapes, DiffcutAde20k,
-)}
+BUILDERS = {name: _builder_class(record) for name, record in BENCHMARKS.items()}
 
 
 def builder(benchmark: str, data_dir=None, label_convention: str = "original") -> tfds.core.DatasetBuilder:
     if benchmark not in BUILDERS:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {sorted(BUILDERS)}")
     kwargs = {"data_dir": None if data_dir is None else str(data_dir)}
-    if benchmark == "ade20k":
-        if label_convention not in label_maps.ADE20K_CONVENTIONS:
-            raise ValueError(f"label_convention must be one of {label_maps.ADE20K_CONVENTIONS}, "
-                             f"got {label_convention!r}")
+    conventions = BENCHMARKS[benchmark].conventions
+    if label_convention not in conventions:
+        raise ValueError(f"{benchmark}: label_convention must be one of {conventions}, "
+                         f"got {label_convention!r}")
+    if len(conventions) > 1:
         kwargs["config"] = label_convention
     return BUILDERS[benchmark](**kwargs)
 
@@ -155,7 +135,7 @@ def prepare(b: tfds.core.DatasetBuilder, manual_dir=None) -> None:
     missing or incomplete download fails at once with what is missing and where."""
     if is_built(b):
         return
-    layout = layout_for(b.benchmark)
+    layout = b.record.layout()
     b._listed = (layout, layout.examples(manual_dir))  # raises MissingDataError
     # TFDS announces the build on stdout; keep stdout for results.
     with contextlib.redirect_stdout(sys.stderr):

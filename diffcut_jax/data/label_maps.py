@@ -1,7 +1,7 @@
-"""Raw label value -> evaluation class (-1 = void / unlabelled), per benchmark (PROTOCOL.md).
+"""Raw label value -> evaluation class (-1 = void / unlabelled) tables (docs/protocol.md).
 
-Each benchmark's mapping is a lookup table indexed by the raw value found in its official label
-files. The COCO and Cityscapes tables are the original's JSON files, shipped in `label_maps/`.
+Each mapping is a lookup table indexed by the raw value found in the official label files; each
+`Benchmark` record (benchmarks.py) names its table. The COCO and Cityscapes tables are the original's JSON files, shipped in `label_maps/`.
 """
 from __future__ import annotations
 
@@ -35,25 +35,30 @@ def _table(size: int, pairs) -> np.ndarray:
     return lut
 
 
-def lookup_table(benchmark: str, convention: str = "original") -> np.ndarray:
-    """int16 table: raw value -> class (or -1). Raw values beyond the table map to -1."""
-    if benchmark == "voc20":  # 0 background and 255 void -> -1; 1..20 -> 0..19
-        return _table(256, ((k, k - 1) for k in range(1, 21)))
-    if benchmark == "context59":
-        return _table(max(CONTEXT59_IDS) + 1, ((cid, k - 1) for k, cid in enumerate(CONTEXT59_IDS) if k))
-    if benchmark == "coco_object":
-        return _table(256, _json_table("coco_object_80").items())
-    if benchmark == "coco_stuff":
-        return _table(256, _json_table("coco_stuff_27").items())
-    if benchmark == "cityscapes":
-        return _table(256, _json_table("cityscapes_27").items())
-    if benchmark == "ade20k":
-        if convention == "original":  # raw values are the classes; 150 falls outside [0, 150)
-            return _table(256, ((k, k) for k in range(150)))
-        if convention == "standard":  # 0 ("other") ignored, k -> k - 1
-            return _table(256, ((k, k - 1) for k in range(1, 151)))
-        raise ValueError(f"ADE20K label convention must be one of {ADE20K_CONVENTIONS}, got {convention!r}")
-    raise ValueError(f"unknown benchmark {benchmark!r}")
+def voc20(convention: str = "original") -> np.ndarray:
+    """0 background and 255 void -> -1; 1..20 -> 0..19."""
+    return _table(256, ((k, k - 1) for k in range(1, 21)))
+
+
+def context59(convention: str = "original") -> np.ndarray:
+    """The k-th sorted Detail id -> k - 1 (0 = unlabelled -> -1)."""
+    return _table(max(CONTEXT59_IDS) + 1, ((cid, k - 1) for k, cid in enumerate(CONTEXT59_IDS) if k))
+
+
+def json_table(name: str):
+    """A table shipped in `label_maps/<name>.json` (the original's fine -> coarse files)."""
+    def table(convention: str = "original") -> np.ndarray:
+        return _table(256, _json_table(name).items())
+    table.__name__ = name
+    return table
+
+
+def ade20k(convention: str = "original") -> np.ndarray:
+    if convention == "original":  # raw values are the classes; 150 falls outside [0, 150)
+        return _table(256, ((k, k) for k in range(150)))
+    if convention == "standard":  # 0 ("other") ignored, k -> k - 1
+        return _table(256, ((k, k - 1) for k in range(1, 151)))
+    raise ValueError(f"ADE20K label convention must be one of {ADE20K_CONVENTIONS}, got {convention!r}")
 
 
 def apply(lut: np.ndarray, raw: np.ndarray) -> np.ndarray:

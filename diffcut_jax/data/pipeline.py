@@ -1,4 +1,4 @@
-"""The evaluation input pipeline (PROTOCOL.md steps 1-4 and 6) in tf.data, feeding JAX.
+"""The evaluation input pipeline (docs/protocol.md steps 1-4 and 6) in tf.data, feeding JAX.
 
 Per example: the image as float32 RGB in [0, 1]; centre crop to c x c, c = min(H, W) - 1, offsets
 rounded half to even; bilinear resize to S x S (half-pixel centres, no antialiasing). The label
@@ -20,11 +20,15 @@ import tensorflow_datasets as tfds
 
 from diffcut_jax.data.builders import VOID
 
-try:  # tf.data runs on the host: keep TensorFlow off the accelerators JAX uses.
-    tf.config.set_visible_devices([], "GPU")
-    tf.config.set_visible_devices([], "TPU")
-except (RuntimeError, ValueError):  # already initialised, or no such device type
-    pass
+
+def hide_accelerators_from_tensorflow() -> None:
+    """tf.data runs on the host: keep TensorFlow off the accelerators JAX uses. Called where a
+    pipeline is built (not at import, which must not change global state)."""
+    for kind in ("GPU", "TPU"):
+        try:
+            tf.config.set_visible_devices([], kind)
+        except (RuntimeError, ValueError):  # already initialised, or no such device type
+            pass
 
 
 def decode_rgb(encoded):
@@ -124,6 +128,7 @@ def eval_batches(builder, *, batch_size: int, image_size: int = 1024, mask_size:
                  parallel_calls: int | None = None) -> tuple[tf.data.Dataset, int]:
     """(dataset of padded batches for this process, number of batches). Every process gets the
     same number of batches (the shorter ones end with all-invalid batches)."""
+    hide_accelerators_from_tensorflow()
     total = num_examples(builder, split)
     per_process = math.ceil(total / process_count)
     num_batches = max(1, math.ceil(per_process / batch_size))

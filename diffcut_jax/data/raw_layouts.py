@@ -214,14 +214,3 @@ class ADE20K(Layout):
         if not ids:
             raise MissingDataError(f"{self.title}: no .jpg images in {images}")
         return _pair(self.title, ids, lambda i: images / f"{i}.jpg", lambda i: labels / f"{i}.png")
-
-
-def layout_for(benchmark: str) -> Layout:
-    layouts = {
-        "voc20": VOC2012, "context59": Context, "cityscapes": Cityscapes, "ade20k": ADE20K,
-        "coco_object": lambda: COCOStuffThingMaps("COCO-Object"),
-        "coco_stuff": lambda: COCOStuffThingMaps("COCO-Stuff-27"),
-    }
-    if benchmark not in layouts:
-        raise ValueError(f"unknown benchmark {benchmark!r}; choose from {sorted(layouts)}")
-    return layouts[benchmark]()

@@ -9,7 +9,7 @@ pipeline (features, NCut or AutoSC, concept assignment at the mask size, optiona
 share and returns (classes x segments) histograms (matching.py). Only those histograms reach the
 host, where the Hungarian matching runs while the device works on the next batch.
 
-With refinement on a background dataset, the background merge (PROTOCOL.md step 7) needs a
+With refinement on a background dataset, the background merge (docs/protocol.md step 7) needs a
 matching before PAMR, so that case takes a second device step per batch.
 """
 from __future__ import annotations
@@ -25,14 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from diffcut_jax.concepts import assign_concepts
 from diffcut_jax.data.benchmarks import Benchmark
 from diffcut_jax.evaluation.matching import (
     MIoUAccumulator, background_merge, class_segment_histogram, final_scores, histogram_rows,
     image_scores,
 )
-from diffcut_jax.extractor import DiffusionFeatureExtractor, extract
-from diffcut_jax.segmenter import SegmenterOptions, coarse_segments, refine_masks
+from diffcut_jax.extractor import DiffusionFeatureExtractor
+from diffcut_jax.segmentation import FeatureModel, SegmenterOptions, predict_masks, refine_masks
 
 DATA_AXIS = "data"
 
@@ -43,23 +42,15 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def predict_histograms(params, images, labels, noise, tau, alpha, *, unet_graph, vae_graph,
-                       timestep, schedule, options: SegmenterOptions, mask_size, rows, columns,
-                       refine_now: bool, batch_invariant: bool = True):
+def predict_histograms(params, images, labels, noise, tau, alpha, *, model: FeatureModel,
+                       options: SegmenterOptions, mask_size, rows, columns, refine_now: bool,
+                       feature_batch: int | None):
     """One device's share: images (b, S, S, 3), labels (b, M, M) -> masks (b, M, M),
     histograms (b, rows, columns) and max(mask) + 1 per image."""
     size = (options.image_size, options.image_size)
-    forward = functools.partial(extract, unet_graph=unet_graph, vae_graph=vae_graph, size=size,
-                                timestep=timestep, schedule=schedule)
-    if batch_invariant:
-        # One image at a time: kernels chosen for the batch size would otherwise change the
-        # features' round-off, and the NCut's thresholds can amplify that into other segments.
-        feats = jax.lax.map(lambda im: forward(params, im[None], noise)[0], images)
-    else:
-        feats = forward(params, images, noise)
-    masks = assign_concepts(feats, coarse_segments(feats, tau, alpha, options), mask_size)
-    if refine_now:
-        masks = jax.vmap(functools.partial(refine_masks, options=options, capacity=columns))(images, masks)
+    masks, _ = predict_masks(params, images, noise, tau, alpha, model=model, options=options,
+                             size=size, mask_size=mask_size, refine_now=refine_now,
+                             feature_batch=feature_batch)
     hist, num_pred = jax.vmap(class_segment_histogram, in_axes=(0, 0, None, None))(
         masks, labels, rows, columns)
     return masks, hist, num_pred
@@ -70,7 +61,7 @@ def refine_merged_histograms(images, masks, mapping, labels, *, options: Segment
     """Background datasets with refinement: merge (per-image id mapping), PAMR, final histogram
     with gt -1 as the background class n - 1."""
     merged = jnp.take_along_axis(mapping, masks.reshape(masks.shape[0], -1), axis=1).reshape(masks.shape)
-    refined = jax.vmap(functools.partial(refine_masks, options=options, capacity=columns))(images, merged)
+    refined = refine_masks(images, merged, options=options, num_labels=columns)
     gt = jnp.where(labels == -1, num_classes - 1, labels)
     hist, num_pred = jax.vmap(class_segment_histogram, in_axes=(0, 0, None, None))(
         refined, gt, num_classes + 1, columns)
@@ -116,7 +107,7 @@ class Evaluator:
 
     def __init__(self, extractor: DiffusionFeatureExtractor, benchmark: Benchmark,
                  options: SegmenterOptions, *, mask_size: int = 128, mesh: Mesh | None = None,
-                 batch_invariant: bool = True):
+                 feature_batch: int | None = 1):
         self.extractor, self.benchmark, self.options = extractor, benchmark, options
         self.mask_size = (int(mask_size), int(mask_size))
         self.mesh = data_mesh() if mesh is None else mesh
@@ -129,12 +120,13 @@ class Evaluator:
         self._params = jax.device_put(extractor.params, self._replicated)
         self._noise = jax.device_put(extractor.noise_for(size), self._replicated)
         refine_after_merge = options.refinement and benchmark.background
+        # Features in fixed chunks of `feature_batch` images (the last one padded): results then
+        # do not depend on the per-device batch or the device count. None: the whole batch.
         step = functools.partial(
-            predict_histograms, unet_graph=extractor.unet_graph, vae_graph=extractor.vae_graph,
-            timestep=extractor.timestep, schedule=extractor.schedule, options=options,
+            predict_histograms, model=FeatureModel.of(extractor), options=options.static,
             mask_size=self.mask_size, rows=self.rows, columns=self.columns,
             refine_now=options.refinement and not benchmark.background,
-            batch_invariant=batch_invariant,
+            feature_batch=feature_batch,
         )
         batch = P(DATA_AXIS)
         self._predict = jax.jit(jax.shard_map(

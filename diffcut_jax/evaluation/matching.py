@@ -1,4 +1,4 @@
-"""Unsupervised matching of predicted segments to classes (PROTOCOL.md steps 7, 9 and 10).
+"""Unsupervised matching of predicted segments to classes (docs/protocol.md steps 7, 9 and 10).
 
 Histograms are computed on device (`class_segment_histogram`, jittable, batched); only the small
 (classes x segments) histograms reach the host, where `scipy.optimize.linear_sum_assignment`
@@ -92,7 +92,7 @@ def final_scores(final: np.ndarray, num_pred: int, num_classes: int):
 
 @dataclass
 class MIoUAccumulator:
-    """Dataset-level tp/fp/fn per class, pixel accuracy and mIoU (PROTOCOL.md step 10)."""
+    """Dataset-level tp/fp/fn per class, pixel accuracy and mIoU (docs/protocol.md step 10)."""
 
     num_classes: int
     tp: np.ndarray = field(init=False)

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffcut_jax.models.layers import Precision, attention, layer_norm, linear
-from diffcut_jax.models.unet import ArchitectureError
+from diffcut_jax.models.layers import Numerics, attention, layer_norm, linear
+from diffcut_jax.models.errors import ArchitectureError
 
 _ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -66,13 +66,15 @@ class TextOutput(NamedTuple):
 class CLIPAttention(nnx.Module):
     def __init__(self, d, heads, p, rngs):
         self.heads = heads
+        self.numerics = p
         self.q_proj = linear(d, d, p, rngs)
         self.k_proj = linear(d, d, p, rngs)
         self.v_proj = linear(d, d, p, rngs)
         self.out_proj = linear(d, d, p, rngs)
 
     def __call__(self, x):
-        out = attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, causal=True)
+        out = attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, causal=True,
+                        numerics=self.numerics)
         return self.out_proj(out)
 
 
@@ -117,8 +119,8 @@ class CLIPEncoder(nnx.Module):
 class CLIPTextModel(nnx.Module):
     """Parameter paths follow the checkpoints' names without their `text_model.` prefix."""
 
-    def __init__(self, cfg: CLIPTextConfig, *, precision: Precision = Precision(), rngs: nnx.Rngs):
-        p = precision
+    def __init__(self, cfg: CLIPTextConfig, *, numerics: Numerics = Numerics(), rngs: nnx.Rngs):
+        p = numerics
         self.cfg = cfg
         self.embeddings = CLIPEmbeddings(cfg, p, rngs)
         self.encoder = CLIPEncoder(cfg, p, rngs)

@@ -14,34 +14,51 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "chunked")
+
+
 @dataclass(frozen=True)
-class Precision:
-    """Parameter dtype and compute dtype, set separately."""
+class Numerics:
+    """How a model computes: parameter dtype and compute dtype (set separately), the attention
+    kernel, and the matmul precision that goes with the compute dtype."""
 
     param_dtype: jnp.dtype = jnp.float32
     dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"  # see `resolve_attention`
+    attention_chunk: int = 1024  # query rows per block for "chunked"
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
+                             f"got {self.attention!r}")
+
+    @property
+    def precision(self):
+        # float32 compute means float32 products: the GPU default would be TF32.
+        return jax.lax.Precision.HIGHEST if jnp.dtype(self.dtype) == jnp.float32 else jax.lax.Precision.DEFAULT
 
 
-def conv(cin, cout, kernel, p: Precision, rngs, *, stride=1, padding=None, use_bias=True):
+def conv(cin, cout, kernel, p: Numerics, rngs, *, stride=1, padding=None, use_bias=True):
     pad = kernel // 2 if padding is None else padding
     return nnx.Conv(
         cin, cout, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-        use_bias=use_bias, dtype=p.dtype, param_dtype=p.param_dtype, rngs=rngs,
+        use_bias=use_bias, dtype=p.dtype, param_dtype=p.param_dtype, precision=p.precision, rngs=rngs,
     )
 
 
-def linear(cin, cout, p: Precision, rngs, *, use_bias=True):
-    return nnx.Linear(cin, cout, use_bias=use_bias, dtype=p.dtype, param_dtype=p.param_dtype, rngs=rngs)
+def linear(cin, cout, p: Numerics, rngs, *, use_bias=True):
+    return nnx.Linear(cin, cout, use_bias=use_bias, dtype=p.dtype, param_dtype=p.param_dtype,
+                      precision=p.precision, rngs=rngs)
 
 
-def group_norm(c, groups, eps, p: Precision, rngs):
+def group_norm(c, groups, eps, p: Numerics, rngs):
     return nnx.GroupNorm(
         c, num_groups=groups, epsilon=eps, use_fast_variance=False,
         dtype=p.dtype, param_dtype=p.param_dtype, rngs=rngs,
     )
 
 
-def layer_norm(c, eps, p: Precision, rngs):
+def layer_norm(c, eps, p: Numerics, rngs):
     return nnx.LayerNorm(
         c, epsilon=eps, use_fast_variance=False, dtype=p.dtype, param_dtype=p.param_dtype, rngs=rngs
     )
@@ -61,7 +78,7 @@ def timestep_embedding(t: jnp.ndarray, dim: int, *, flip_sin_to_cos: bool, freq_
 
 
 class TimestepEmbedding(nnx.Module):
-    def __init__(self, cin, cout, p: Precision, rngs):
+    def __init__(self, cin, cout, p: Numerics, rngs):
         self.linear_1 = linear(cin, cout, p, rngs)
         self.linear_2 = linear(cout, cout, p, rngs)
 
@@ -70,7 +87,7 @@ class TimestepEmbedding(nnx.Module):
 
 
 class ResnetBlock2D(nnx.Module):
-    def __init__(self, cin, cout, temb_channels, *, groups, eps, p: Precision, rngs):
+    def __init__(self, cin, cout, temb_channels, *, groups, eps, p: Numerics, rngs):
         self.norm1 = group_norm(cin, groups, eps, p, rngs)
         self.conv1 = conv(cin, cout, 3, p, rngs)
         self.time_emb_proj = linear(temb_channels, cout, p, rngs) if temb_channels else None
@@ -91,7 +108,7 @@ class ResnetBlock2D(nnx.Module):
 class Downsample2D(nnx.Module):
     """Stride-2 3x3 conv. padding=0 is the VAE's variant: pad right and bottom by one first."""
 
-    def __init__(self, c, *, padding, p: Precision, rngs):
+    def __init__(self, c, *, padding, p: Numerics, rngs):
         self.padding = padding
         self.conv = conv(c, c, 3, p, rngs, stride=2, padding=padding)
 
@@ -101,23 +118,77 @@ class Downsample2D(nnx.Module):
         return self.conv(x)
 
 
-def attention(q, k, v, heads: int, *, causal: bool = False):
-    """(B, T, H*D) projections -> (B, T, H*D) through `jax.nn.dot_product_attention`."""
+# "auto" streams the queries in chunks above this many logits per image (heads included).
+_MATERIALISE_LIMIT = 2**22
+
+
+def resolve_attention(implementation: str, *, dtype, head_dim: int, queries: int, keys: int,
+                      heads: int) -> str:
+    """"auto" -> "cudnn" on NVIDIA GPUs where cuDNN's fused kernel applies (bf16/fp16, head dim a
+    multiple of 8 and <= 256, as on Hopper), else "chunked" where the logits would be large, else
+    "xla". An explicit choice is kept (cuDNN fails loudly where it does not apply)."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation != "auto":
+        return implementation
+    if (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= 256):
+        return "cudnn"
+    return "chunked" if queries * keys * heads > _MATERIALISE_LIMIT else "xla"
+
+
+def _xla_attention(q, k, v, *, causal: bool, precision, offset=0):
+    """(B, T, H, D) x (B, S, H, D): softmax(q k^T / sqrt(D)) v with float32 logits and softmax."""
+    scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1])).astype(q.dtype)
+    logits = jnp.einsum("bthd,bshd->bhts", q * scale, k, precision=precision,
+                        preferred_element_type=jnp.float32)
+    if causal:
+        rows = offset + jnp.arange(q.shape[1])[:, None]
+        logits = jnp.where(rows >= jnp.arange(k.shape[1])[None, :], logits, -jnp.inf)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhts,bshd->bthd", probs, v, precision=precision)
+
+
+def _chunked_attention(q, k, v, *, chunk: int, causal: bool, precision):
+    """Queries in blocks of `chunk` rows, one block at a time: each row keeps its full softmax,
+    and only (chunk x keys) logits per head exist at once."""
+    b, t, h, d = q.shape
+    n = -(-t // chunk)
+    qp = jnp.pad(q, ((0, 0), (0, n * chunk - t), (0, 0), (0, 0))).reshape(b, n, chunk, h, d)
+
+    def block(args):
+        qb, start = args
+        return _xla_attention(qb, k, v, causal=causal, precision=precision, offset=start)
+
+    out = jax.lax.map(block, (jnp.moveaxis(qp, 1, 0), jnp.arange(n) * chunk))
+    return jnp.moveaxis(out, 0, 1).reshape(b, n * chunk, h, d)[:, :t]
+
+
+def attention(q, k, v, heads: int, *, causal: bool = False, numerics: Numerics = Numerics()):
+    """(B, T, H*D) projections -> (B, T, H*D), through the kernel `resolve_attention` picks:
+    cuDNN's fused one, XLA's, or XLA's on query chunks (memory: never all T x S logits)."""
     b, t, c = q.shape
     s = k.shape[1]
     d = c // heads
-    out = jax.nn.dot_product_attention(
-        q.reshape(b, t, heads, d), k.reshape(b, s, heads, d), v.reshape(b, s, heads, d),
-        is_causal=causal,
-    )
+    q, k, v = (x.reshape(x.shape[0], x.shape[1], heads, d) for x in (q, k, v))
+    impl = resolve_attention(numerics.attention, dtype=q.dtype, head_dim=d, queries=t, keys=s,
+                             heads=heads)
+    if impl == "cudnn":
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn")
+    elif impl == "chunked" and t > numerics.attention_chunk:
+        out = _chunked_attention(q, k, v, chunk=numerics.attention_chunk, causal=causal,
+                                 precision=numerics.precision)
+    else:
+        out = _xla_attention(q, k, v, causal=causal, precision=numerics.precision)
     return out.reshape(b, t, c)
 
 
 class Attention(nnx.Module):
     """diffusers `Attention` (self- or cross-), without residual or norm."""
 
-    def __init__(self, dim, context_dim, heads, *, bias, p: Precision, rngs):
+    def __init__(self, dim, context_dim, heads, *, bias, p: Numerics, rngs):
         self.heads = heads
+        self.numerics = p
         self.to_q = linear(dim, dim, p, rngs, use_bias=bias)
         self.to_k = linear(context_dim, dim, p, rngs, use_bias=bias)
         self.to_v = linear(context_dim, dim, p, rngs, use_bias=bias)
@@ -125,12 +196,13 @@ class Attention(nnx.Module):
 
     def __call__(self, x, context=None):
         context = x if context is None else context
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads,
+                        numerics=self.numerics)
         return self.to_out[0](out)
 
 
 class GEGLU(nnx.Module):
-    def __init__(self, dim, inner, p: Precision, rngs):
+    def __init__(self, dim, inner, p: Numerics, rngs):
         self.proj = linear(dim, inner * 2, p, rngs)
 
     def __call__(self, x):
@@ -139,7 +211,7 @@ class GEGLU(nnx.Module):
 
 
 class FeedForward(nnx.Module):
-    def __init__(self, dim, p: Precision, rngs):
+    def __init__(self, dim, p: Numerics, rngs):
         inner = 4 * dim
         self.net = nnx.List([GEGLU(dim, inner, p, rngs), nnx.Dropout(0.0), linear(inner, dim, p, rngs)])
 
@@ -154,7 +226,7 @@ class BasicTransformerBlock(nnx.Module):
     (DiffCut's feature layer) and nothing after it exists.
     """
 
-    def __init__(self, dim, context_dim, heads, *, feature_only=False, p: Precision, rngs):
+    def __init__(self, dim, context_dim, heads, *, feature_only=False, p: Numerics, rngs):
         self.feature_only = feature_only
         self.norm1 = layer_norm(dim, 1e-5, p, rngs)
         self.attn1 = Attention(dim, dim, heads, bias=False, p=p, rngs=rngs)
@@ -177,7 +249,7 @@ class Transformer2DModel(nnx.Module):
     """diffusers `Transformer2DModel` (continuous input); `feature_only` stops at the feature layer."""
 
     def __init__(self, c, context_dim, heads, layers, *, groups, linear_projection,
-                 feature_only=False, p: Precision, rngs):
+                 feature_only=False, p: Numerics, rngs):
         self.linear_projection = linear_projection
         self.feature_only = feature_only
         self.norm = group_norm(c, groups, 1e-6, p, rngs)

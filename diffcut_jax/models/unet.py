@@ -1,4 +1,4 @@
-"""The UNet's down path up to DiffCut's feature layer (ALGORITHM.md section 1.5), Flax NNX.
+"""The UNet's down path up to DiffCut's feature layer (docs/algorithm.md §1.5), Flax NNX.
 
 The feature layer is the self-attention (`attn1`, after its output projection, before the residual)
 of the last transformer block of the last attention module of the last down block that has
@@ -13,16 +13,14 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 from flax import nnx
 
+from diffcut_jax.models.errors import ArchitectureError
+
 from diffcut_jax.models.layers import (
-    Downsample2D, Precision, ResnetBlock2D, TimestepEmbedding, Transformer2DModel, conv,
+    Downsample2D, Numerics, ResnetBlock2D, TimestepEmbedding, Transformer2DModel, conv,
     timestep_embedding,
 )
 
 _BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D")
-
-
-class ArchitectureError(ValueError):
-    """A config.json describes an architecture this module does not implement."""
 
 
 def _per_block(value, n, name):
@@ -172,8 +170,8 @@ class DownBlock(nnx.Module):
 class UNetEncoder(nnx.Module):
     """conv_in, time (+ text_time) embeddings and the down blocks through the feature layer."""
 
-    def __init__(self, cfg: UNetConfig, *, precision: Precision = Precision(), rngs: nnx.Rngs):
-        p = precision
+    def __init__(self, cfg: UNetConfig, *, numerics: Numerics = Numerics(), rngs: nnx.Rngs):
+        p = numerics
         self.cfg = cfg
         c0 = cfg.block_out_channels[0]
         temb = 4 * c0

@@ -1,6 +1,6 @@
 """The VAE encoder (diffusers `AutoencoderKL.encoder` + `quant_conv`), Flax NNX, NHWC.
 
-Returns the posterior mean times `scaling_factor` (ALGORITHM.md section 1.2). The decoder and
+Returns the posterior mean times `scaling_factor` (docs/algorithm.md §1.2). The decoder and
 `post_quant_conv` are not built.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffcut_jax.models.layers import (
-    Downsample2D, Precision, ResnetBlock2D, attention, conv, group_norm, linear,
+    Downsample2D, Numerics, ResnetBlock2D, attention, conv, group_norm, linear,
 )
-from diffcut_jax.models.unet import ArchitectureError
+from diffcut_jax.models.errors import ArchitectureError
 
 _EPS = 1e-6
 
@@ -57,7 +57,8 @@ class VAEConfig:
 class VAEAttention(nnx.Module):
     """The mid block's single-head spatial self-attention, with its group norm and residual."""
 
-    def __init__(self, c, groups, p: Precision, rngs):
+    def __init__(self, c, groups, p: Numerics, rngs):
+        self.numerics = p
         self.group_norm = group_norm(c, groups, _EPS, p, rngs)
         self.to_q = linear(c, c, p, rngs)
         self.to_k = linear(c, c, p, rngs)
@@ -67,7 +68,8 @@ class VAEAttention(nnx.Module):
     def __call__(self, x):
         b, h, w, c = x.shape
         y = self.group_norm(x).reshape(b, h * w, c)
-        y = attention(self.to_q(y), self.to_k(y), self.to_v(y), 1)
+        # 16384 x 16384 logits per image at 1024 x 1024: "auto" streams them in query chunks.
+        y = attention(self.to_q(y), self.to_k(y), self.to_v(y), 1, numerics=self.numerics)
         return x + self.to_out[0](y).reshape(b, h, w, c)
 
 
@@ -102,7 +104,7 @@ class MidBlock(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    def __init__(self, cfg: VAEConfig, p: Precision, rngs):
+    def __init__(self, cfg: VAEConfig, p: Numerics, rngs):
         ch = cfg.block_out_channels
         g = cfg.norm_num_groups
         self.conv_in = conv(cfg.in_channels, ch[0], 3, p, rngs)
@@ -125,12 +127,12 @@ class Encoder(nnx.Module):
 class VAEEncoder(nnx.Module):
     """images (B, H, W, 3) in [0, 1] -> scaled posterior mean (B, H/f, W/f, latent_channels)."""
 
-    def __init__(self, cfg: VAEConfig, *, precision: Precision = Precision(), rngs: nnx.Rngs):
+    def __init__(self, cfg: VAEConfig, *, numerics: Numerics = Numerics(), rngs: nnx.Rngs):
         self.cfg = cfg
-        self.dtype = precision.dtype
-        self.encoder = Encoder(cfg, precision, rngs)
+        self.dtype = numerics.dtype
+        self.encoder = Encoder(cfg, numerics, rngs)
         c = 2 * cfg.latent_channels
-        self.quant_conv = conv(c, c, 1, precision, rngs) if cfg.use_quant_conv else None
+        self.quant_conv = conv(c, c, 1, numerics, rngs) if cfg.use_quant_conv else None
 
     def __call__(self, images):
         x = (2.0 * images - 1.0).astype(self.dtype)

@@ -1,0 +1,178 @@
+"""The pure segmentation pipeline shared by the segmenter (`DiffCut`) and the `Evaluator`.
+
+    masks = predict_masks(params, images, noise, tau, alpha, model=..., options=..., size=...,
+                          mask_size=...)
+
+images (B, S_h, S_w, 3) in [0, 1] at the working size -> features -> NCut (or AutoSC) ->
+concept assignment at `mask_size` -> optional PAMR refinement. `tau` and `alpha` are traced;
+everything else is static and lives in two frozen, hashable descriptions: `FeatureModel` (the
+diffusion model's graphs, timestep and noise schedule) and `SegmenterOptions` minus tau/alpha
+(`options.static`). Jitted programs are cached by those (`segment_fn`), so `with_options(tau=...)`
+and a changed alpha reuse the compiled program.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from diffcut_jax.autosc import autosc
+from diffcut_jax.buckets import smallest_bucket
+from diffcut_jax.concepts import assign_concepts
+from diffcut_jax.extractor import extract
+from diffcut_jax.image_ops import nearest_exact_indices, resize_bilinear
+from diffcut_jax.labels import consecutive
+from diffcut_jax.ncut import recursive_ncut
+from diffcut_jax.pamr import refine
+
+METHODS = ("ncut", "autosc")
+
+
+def _option(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class SegmenterOptions:
+    """Every segmentation option, declared once: the command flags (`launch/common.py`) and the
+    configs' `config.segmentation` (`configs/common.py`) are built from these fields."""
+
+    tau: float = _option(0.5, "NCut threshold: a split is kept if its NCut < tau (traced).")
+    alpha: float = _option(10.0, "Affinity exponent (traced).")
+    method: str = _option("ncut", "Recursive NCut, or AutoSC (no tau).", choices=METHODS)
+    refinement: bool = _option(False, "PAMR refinement + 3x3 median.")
+    pamr_num_iter: int = _option(10, "PAMR iterations.")
+    pamr_dilations: tuple[int, ...] = _option((1, 2, 4, 8), "PAMR dilations.")
+    image_size: int = _option(1024, "Working size: the long side (a multiple of 32); with "
+                                     "`square`, both sides.")
+    square: bool = _option(False, "Resize to image_size x image_size, as the paper did.")
+    autosc_use_chosen_alpha: bool = _option(
+        False, "AutoSC: cluster with the chosen alpha's eigenvectors (False reproduces the "
+               "original's bug, docs/algorithm.md §5).")
+    formulation: str = _option("auto", "NCut formulation (docs/algorithm.md §2.3): stack on CPU, "
+                                        "level on GPU/TPU by default.",
+                               choices=("auto", "stack", "level"))
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.image_size < 32 or self.image_size % 32:
+            raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
+        if self.pamr_num_iter < 0 or not self.pamr_dilations:
+            raise ValueError("pamr_num_iter must be >= 0 and pamr_dilations non-empty")
+        object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
+
+    @property
+    def static(self) -> "SegmenterOptions":
+        """The options that shape the program (tau and alpha, which are traced, left at defaults)."""
+        return dataclasses.replace(self, tau=SegmenterOptions.tau, alpha=SegmenterOptions.alpha)
+
+
+@dataclass(frozen=True)
+class FeatureModel:
+    """What the jitted feature forward needs besides the weights: static and hashable."""
+
+    unet_graph: Any
+    vae_graph: Any
+    timestep: int
+    schedule: tuple[float, float]
+
+    @classmethod
+    def of(cls, extractor) -> "FeatureModel":
+        return cls(extractor.unet_graph, extractor.vae_graph, extractor.timestep,
+                   tuple(float(s) for s in extractor.schedule))
+
+    def features(self, params, images, noise, size):
+        return extract(params, images, noise, unet_graph=self.unet_graph, vae_graph=self.vae_graph,
+                       size=size, timestep=self.timestep, schedule=self.schedule)
+
+
+def working_size(height: int, width: int, image_size: int, square: bool) -> tuple[int, int]:
+    """Long side -> image_size, aspect kept, both sides rounded to multiples of 32 (at least 32)."""
+    if square:
+        return image_size, image_size
+    scale = image_size / max(height, width)
+
+    def r(x):
+        return max(32, int(round(x * scale / 32)) * 32)
+
+    return (image_size, r(width)) if height >= width else (r(height), image_size)
+
+
+def coarse_segments(feats, tau, alpha, options: SegmenterOptions):
+    """(B, h, w, C) features -> (B, h, w) labels by recursive NCut (tau, alpha traced) or AutoSC."""
+    if options.method == "ncut":
+        return recursive_ncut(feats, tau, alpha, formulation=options.formulation)
+    return autosc(feats, use_chosen_alpha=options.autosc_use_chosen_alpha)
+
+
+def refine_masks(images, masks, *, options: SegmenterOptions, num_labels: int):
+    """PAMR + argmax + median (`pamr.refine`) of a batch of masks with values in [0, num_labels).
+
+    PAMR needs a static channel count, but the label count is known only at run time: the labels
+    are made consecutive (the output, indices into the sorted distinct labels, is unchanged) and
+    the smallest channel bucket that holds the batch's largest count is used (one branch per batch).
+    """
+    masks = jax.vmap(functools.partial(consecutive, num_labels=num_labels))(masks)
+    buckets = tuple(sorted({c for c in (8, 32, 128) if c < num_labels} | {num_labels}))
+    branches = [
+        functools.partial(refine, num_iter=options.pamr_num_iter,
+                          dilations=options.pamr_dilations, num_labels=c)
+        for c in buckets
+    ]
+    return smallest_bucket(jnp.max(masks) + 1, buckets, branches, images, masks)
+
+
+def predict_masks(params, images, noise, tau, alpha, *, model: FeatureModel,
+                  options: SegmenterOptions, size, mask_size, refine_now: bool,
+                  feature_batch: int | None = None):
+    """(B, *size, 3) images at the working size -> (B, *mask_size) int32 masks with values below
+    the number of feature nodes (also returned, static).
+
+    `feature_batch`: compute features in fixed chunks of this many images (None: the whole batch
+    at once). Round-off in the UNet depends on the batch it runs in; fixed chunks make the results
+    independent of the batch size and the device count.
+    """
+    forward = functools.partial(model.features, params, noise=noise, size=size)
+    if feature_batch is None:
+        feats = forward(images)
+    else:
+        b = images.shape[0]
+        chunks = -(-b // feature_batch)
+        padded = jnp.concatenate(
+            [images, jnp.zeros((chunks * feature_batch - b,) + images.shape[1:], images.dtype)])
+        feats = jax.lax.map(forward, padded.reshape((chunks, feature_batch) + images.shape[1:]))
+        feats = feats.reshape((chunks * feature_batch,) + feats.shape[2:])[:b]
+    masks = assign_concepts(feats, coarse_segments(feats, tau, alpha, options), mask_size)
+    if refine_now:
+        h, w = feats.shape[1:3]
+        masks = refine_masks(images, masks, options=options, num_labels=h * w)
+    return masks, feats.shape[1] * feats.shape[2]
+
+
+def segment_images(params, images, noise, tau, alpha, *, model: FeatureModel,
+                   options: SegmenterOptions, size, out_size):
+    """The segmenter's batch path: any-size images -> (B, *out_size) labels, consecutive from 0."""
+    images = images.astype(jnp.float32)
+    if images.shape[1:3] != size:
+        images = jax.vmap(lambda im: resize_bilinear(im, size))(images)
+    masks, n_nodes = predict_masks(params, images, noise, tau, alpha, model=model,
+                                   options=options, size=size, mask_size=size,
+                                   refine_now=options.refinement)
+    masks = jax.vmap(functools.partial(consecutive, num_labels=n_nodes))(masks)
+    if out_size != size:
+        rows = jnp.asarray(nearest_exact_indices(size[0], out_size[0]))
+        cols = jnp.asarray(nearest_exact_indices(size[1], out_size[1]))
+        masks = masks[:, rows][:, :, cols]
+    return masks
+
+
+@functools.lru_cache(maxsize=64)
+def segment_fn(model: FeatureModel, options: SegmenterOptions, size, out_size):
+    """The jitted `segment_images` for one static setting (`options.static`), cached."""
+    return jax.jit(functools.partial(segment_images, model=model, options=options.static,
+                                     size=tuple(size), out_size=tuple(out_size)))

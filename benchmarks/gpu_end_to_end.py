@@ -14,7 +14,7 @@ returns what it measured:
      same checkpoint, then the original's NCut (`original_torch.py`), per image (skipped, with the
      reason, where torch/diffusers are missing or `--skip_torch`).
 Meant for a lent GPU (`run` with a timeout well inside 8 minutes); it also runs on CPU with
-`--size 256 --batches 1` as a smoke test.
+`--tiny --size 64 --batches 1,2` as a smoke test.
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default="/tmp/diffcut_ssd1b_random")
     parser.add_argument("--skip_torch", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="a tiny random checkpoint (smoke test)")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     dev = jax.devices()[0]
@@ -68,7 +69,12 @@ def main() -> None:
     root = Path(args.workdir)
     t = time.perf_counter()
     if not (root / "unet" / "config.json").exists():
-        write_random_checkpoint(root, "ssd-1b", dtype="float16", variant="fp16")
+        if args.tiny:
+            from diffcut_jax.testing import tiny_spec
+
+            write_random_checkpoint(root, tiny_spec("sdxl"), dtype="float16", variant="fp16")
+        else:
+            write_random_checkpoint(root, "ssd-1b", dtype="float16", variant="fp16")
     write_s = time.perf_counter() - t
     t = time.perf_counter()
     seg = DiffCut.from_pretrained(root, image_size=args.size, square=True)
@@ -140,8 +146,10 @@ def main() -> None:
             block = unet.down_blocks[-1].attentions[-1].transformer_blocks[-1].attn1
             block.register_forward_hook(lambda m, i, o: feats.__setitem__("f", o))
             lat = args.size // 8
-            ctx = torch.zeros(1, 77, 2048, dtype=half, device=device)
-            added = {"text_embeds": torch.zeros(1, 1280, dtype=half, device=device),
+            cfg = unet.config
+            pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+            ctx = torch.zeros(1, 77, cfg.cross_attention_dim, dtype=half, device=device)
+            added = {"text_embeds": torch.zeros(1, pooled, dtype=half, device=device),
                      "time_ids": torch.tensor([[args.size, args.size, 0, 0, args.size, args.size]],
                                               dtype=half, device=device)}
 
@@ -150,7 +158,8 @@ def main() -> None:
                     z = vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor
                     noisy = z + torch.randn_like(z)
                     unet(noisy.to(half), 50, ctx, added_cond_kwargs=added)
-                    f = feats["f"][0].float().reshape(args.size // 32, args.size // 32, -1)
+                    side = int(round(feats["f"].shape[1] ** 0.5))
+                    f = feats["f"][0].float().reshape(side, side, -1)
                     labels, _ = original_ncut(f.reshape(-1, f.shape[-1]), 0.5, 10.0)
                     original_assign(f, labels.reshape(f.shape[:2]))
                 if device == "cuda":

@@ -13,13 +13,11 @@ cached by the static options (`segmentation.segment_fn`): tau and alpha are trac
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

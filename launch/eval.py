@@ -109,35 +109,16 @@ def write_outputs(workdir: Path, cfg, result, extra: dict) -> None:
     atomic_write(workdir / "config.json", lambda p: p.write_text(cfg.to_json_best_effort(indent=1)))
 
 
-def run(args: list[str]) -> int:
-    if args:
-        sys.stderr.write(f"error: unexpected arguments {args}\n")
-        return 2
-    cfg = FLAGS.config
-    if cfg is None:
-        sys.stderr.write("error: --config is required (e.g. --config=configs/voc20.py)\n")
-        return 2
-    if not FLAGS.workdir:
-        sys.stderr.write("error: --workdir is required\n")
-        return 2
-    try:
-        validate(cfg)
-    except ValueError as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+class UsageError(Exception):
+    """A problem with the command's input: printed as `error: ...`, exit status 2."""
 
+
+def prepare_data(cfg):
+    """Build the benchmark's dataset if needed (process 0), then this process's batches."""
     import jax
 
-    if FLAGS.distributed:
-        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-    from diffcut_jax.checkpoint import CheckpointError
     from diffcut_jax.data import benchmarks, builders, pipeline
     from diffcut_jax.data.raw_layouts import MissingDataError
-    from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf
-    from diffcut_jax.extractor import load_extractor
-    from diffcut_jax.imageio import atomic_write
-    from diffcut_jax.segmentation import SegmenterOptions
 
     bench = benchmarks.get(cfg.benchmark, cfg.label_convention)
     builder = builders.builder(cfg.benchmark, FLAGS.data_dir, cfg.label_convention)
@@ -150,45 +131,42 @@ def run(args: list[str]) -> int:
         if not builders.is_built(builder):
             raise MissingDataError(f"{bench.title}: dataset not built at {builder.data_path}")
     except (MissingDataError, ValueError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 2
-
-    options = SegmenterOptions(**cfg.segmentation)
-    t0 = time.perf_counter()
-    model = dict(cfg.model)
-    try:
-        extractor = load_extractor(model.pop("path"), image_size=options.image_size, **model)
-    except (CheckpointError, ValueError) as e:
-        return common.model_error_exit(e)
-    load_s = time.perf_counter() - t0
-    evaluator = Evaluator(extractor, bench, options, mask_size=cfg.mask_size,
-                          feature_batch=cfg.feature_batch or None)
-
+        raise UsageError(e) from e
     split = cfg.split if not cfg.max_images else f"{cfg.split}[:{cfg.max_images}]"
     batch_size = cfg.per_device_batch_size * jax.local_device_count()
     try:
-        dataset, num_batches = pipeline.eval_batches(
-            builder, batch_size=batch_size, image_size=options.image_size, mask_size=cfg.mask_size,
-            split=split, process_index=jax.process_index(), process_count=jax.process_count())
+        dataset, _ = pipeline.eval_batches(
+            builder, batch_size=batch_size, image_size=cfg.segmentation.image_size,
+            mask_size=cfg.mask_size, split=split, process_index=jax.process_index(),
+            process_count=jax.process_count())
     except (KeyError, ValueError) as e:
-        sys.stderr.write(f"error: split {split!r}: {e}\n")
-        return 2
+        raise UsageError(f"split {split!r}: {e}") from e
     total = pipeline.num_examples(builder, split)
     local_total = pipeline.num_examples(
         builder, pipeline.split_for_process(split, jax.process_index(), jax.process_count()))
-    sys.stderr.write(
-        f"{bench.title}: {total} image(s), {jax.device_count()} device(s) in {jax.process_count()} "
-        f"process(es), batch {batch_size} per process; model loaded in {load_s:.1f} s\n")
+    return bench, dataset, total, local_total, batch_size
 
-    progress = common.Progress(local_total)
-    result = evaluator.evaluate(
-        batches_from_tf(dataset),
-        on_image=lambda _id, acc: progress.update("ok", f"mIoU {100 * acc.miou():.1f}%"),
-        prefetch=cfg.prefetch)
-    if result.accumulator.images != total:
-        sys.stderr.write(f"error: evaluated {result.accumulator.images} of {total} images\n")
-        return 1
-    expected = bench.published_miou(cfg.backbone, options.method, options.refinement)
+
+def make_evaluator(cfg, bench):
+    """The model (config.model) and the data-parallel evaluator (config.segmentation)."""
+    from diffcut_jax.evaluation.evaluator import Evaluator
+    from diffcut_jax.extractor import load_extractor
+    from diffcut_jax.segmentation import SegmenterOptions
+
+    options = SegmenterOptions(**cfg.segmentation)
+    model = dict(cfg.model)
+    extractor = load_extractor(model.pop("path"), image_size=options.image_size, **model)
+    return Evaluator(extractor, bench, options, mask_size=cfg.mask_size,
+                     feature_batch=cfg.feature_batch or None)
+
+
+def report(cfg, result, bench, workdir: Path) -> None:
+    """Per-image records (every process), then the class table, summary line and files (process 0)."""
+    import jax
+
+    from diffcut_jax.imageio import atomic_write
+
+    expected = bench.published_miou(cfg.backbone, cfg.segmentation.method, cfg.segmentation.refinement)
     extra = {
         "published_miou": expected, "seconds": result.seconds,
         "images_per_second": result.accumulator.images / max(result.seconds, 1e-9),
@@ -196,7 +174,6 @@ def run(args: list[str]) -> int:
         "devices": jax.device_count(), "processes": jax.process_count(),
     }
     # Per image (this process's images): segments, valid and correctly matched pixels.
-    workdir = Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     name = "per_image.jsonl" if jax.process_count() == 1 else f"per_image.{jax.process_index()}.jsonl"
     atomic_write(workdir / name, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in result.per_image)))
@@ -208,8 +185,53 @@ def run(args: list[str]) -> int:
         if expected is not None:
             line += f"  published: {expected:.1f}%"
         print(line)
-        write_outputs(Path(FLAGS.workdir), cfg, result, extra)
-        print(f"results written to {FLAGS.workdir}")
+        write_outputs(workdir, cfg, result, extra)
+        print(f"results written to {workdir}")
+
+
+def run(args: list[str]) -> int:
+    if args:
+        sys.stderr.write(f"error: unexpected arguments {args}\n")
+        return 2
+    cfg = FLAGS.config
+    if cfg is None:
+        sys.stderr.write("error: --config is required (e.g. --config=voc20)\n")
+        return 2
+    if not FLAGS.workdir:
+        sys.stderr.write("error: --workdir is required\n")
+        return 2
+    import jax
+
+    from diffcut_jax.checkpoint import CheckpointError
+    from diffcut_jax.evaluation.evaluator import batches_from_tf
+
+    try:
+        validate(cfg)
+        if FLAGS.distributed:
+            jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                       num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+        bench, dataset, total, local_total, batch_size = prepare_data(cfg)
+    except (UsageError, ValueError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    t0 = time.perf_counter()
+    try:
+        evaluator = make_evaluator(cfg, bench)
+    except (CheckpointError, ValueError) as e:
+        return common.model_error_exit(e)
+    sys.stderr.write(
+        f"{bench.title}: {total} image(s), {jax.device_count()} device(s) in {jax.process_count()} "
+        f"process(es), batch {batch_size} per process; model loaded in "
+        f"{time.perf_counter() - t0:.1f} s\n")
+    progress = common.Progress(local_total)
+    result = evaluator.evaluate(
+        batches_from_tf(dataset),
+        on_image=lambda _id, acc: progress.update("ok", f"mIoU {100 * acc.miou():.1f}%"),
+        prefetch=cfg.prefetch)
+    if result.accumulator.images != total:
+        sys.stderr.write(f"error: evaluated {result.accumulator.images} of {total} images\n")
+        return 1
+    report(cfg, result, bench, Path(FLAGS.workdir))
     return 0
 
 

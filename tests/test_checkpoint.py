@@ -39,6 +39,7 @@ def _reference(model, part):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", presets.NAMES)
 def test_real_checkpoint_names_and_shapes_are_covered(model):
     """Every tensor of the real checkpoint is mapped onto the full-size model or ignored, and every
@@ -198,6 +199,7 @@ def test_fp16_variant_preferred_and_sharded_index(tiny_root, tmp_path):
     assert ex.params["vae"]["encoder"]["conv_in"]["kernel"].dtype == jnp.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_jit_with_batch_axis_float32_and_bfloat16(tiny_root, dtype):
     ex = dc.load_extractor(tiny_root, dtype=dtype, image_size=64)
@@ -218,6 +220,7 @@ def test_jit_with_batch_axis_float32_and_bfloat16(tiny_root, dtype):
     assert counter.count == 0
 
 
+@pytest.mark.slow
 def test_bfloat16_vae(tiny_root):
     """The XL VAE overflows in fp16 but has the range in bf16: parameters and compute in bf16."""
     ex = dc.load_extractor(tiny_root, vae_dtype=jnp.bfloat16, dtype=jnp.float32, image_size=64)

@@ -97,6 +97,7 @@ def _reference(extractor, benchmark, options, batches):
     return acc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,refinement", [("voc20", False), ("voc20", True), ("cityscapes", True)])
 def test_evaluator_matches_per_image_reference(data, name, refinement):
     extractor = load_extractor(str(data["root"] / "ckpt"), image_size=S)
@@ -114,6 +115,7 @@ def test_evaluator_matches_per_image_reference(data, name, refinement):
     assert result.accumulator.tp.sum() > 0
 
 
+@pytest.mark.slow
 def test_feature_chunks_make_results_independent_of_the_batch(data):
     """Per-device batch 1, 4 and 8 with features in fixed chunks of 4: identical counts, and the
     features are computed 4 images at a time (not one at a time)."""

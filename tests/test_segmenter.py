@@ -72,6 +72,7 @@ def test_one_compiled_program_per_shape_and_static_options(seg, compile_counter)
     assert compile_counter.count > warm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [dict(refinement=True), dict(method="autosc"), dict(square=True)])
 def test_options(seg, options):
     s = seg.with_options(**options)

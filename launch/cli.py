@@ -7,7 +7,7 @@ import sys
 COMMANDS = {
     "segment": "Segment images into label maps and overlays.",
     "coherence": "Render the semantic coherence heat map of one patch.",
-    "eval": "Evaluate on a benchmark (configs/<benchmark>.py): mIoU, per-class IoU.",
+    "eval": "Evaluate on a benchmark (--config=<benchmark>): mIoU, per-class IoU.",
 }
 
 

@@ -179,6 +179,7 @@ def test_offline_hub_id_explains_how_to_get_weights(monkeypatch, tmp_path):
     assert "huggingface-cli download segmind/SSD-1B" in text and "local" in text
 
 
+@pytest.mark.slow
 def test_fp16_variant_preferred_and_sharded_index(tiny_root, tmp_path):
     root = _copy(tiny_root, tmp_path)
     vae_dir = root / "vae"
@@ -233,6 +234,7 @@ def test_bfloat16_vae(tiny_root):
     assert bool(jnp.all(jnp.isfinite(ex(images))))
 
 
+@pytest.mark.slow
 def test_explicit_noise_is_used(tiny_root):
     ex = dc.load_extractor(tiny_root, image_size=64)
     images = jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3))
@@ -247,6 +249,7 @@ def test_explicit_noise_is_used(tiny_root):
         ex(images[0])
 
 
+@pytest.mark.slow
 def test_working_size_per_call(tiny_root):
     ex = dc.load_extractor(tiny_root, image_size=64)
     images = jax.random.uniform(jax.random.PRNGKey(0), (2, 50, 70, 3))

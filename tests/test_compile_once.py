@@ -9,6 +9,9 @@ import pytest
 
 import diffcut_jax as dc
 
+# Model, TFDS or torch work per test: left out of the quick subset (-m "not slow").
+pytestmark = pytest.mark.slow
+
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:

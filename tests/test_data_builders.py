@@ -14,6 +14,9 @@ pytest.importorskip("tensorflow_datasets")
 from diffcut_jax.data import builders, fake_downloads, pipeline  # noqa: E402
 from diffcut_jax.data.label_maps import CONTEXT59_IDS  # noqa: E402
 
+# Model, TFDS or torch work per test: left out of the quick subset (-m "not slow").
+pytestmark = pytest.mark.slow
+
 S, M = 48, 16  # small working and mask sizes keep the check fast; the maths is size-agnostic
 
 

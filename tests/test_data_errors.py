@@ -12,6 +12,9 @@ from diffcut_jax.data import builders, fake_downloads  # noqa: E402
 from diffcut_jax.data.benchmarks import BENCHMARKS  # noqa: E402
 from diffcut_jax.data.raw_layouts import MissingDataError  # noqa: E402
 
+# Model, TFDS or torch work per test: left out of the quick subset (-m "not slow").
+pytestmark = pytest.mark.slow
+
 
 def layout_for(name):
     return BENCHMARKS[name].layout()

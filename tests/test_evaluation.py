@@ -49,6 +49,7 @@ def data(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_padded_batches_cover_split_once(data):
     b = data["voc20"]
     ds, n = pipeline.eval_batches(b, batch_size=4, image_size=S, mask_size=M)

@@ -19,6 +19,9 @@ import diffcut_jax as dc  # noqa: E402
 from diffcut_jax import extractor as ex_lib  # noqa: E402
 from diffcut_jax.testing import tiny_spec  # noqa: E402
 
+# Model, TFDS or torch work per test: left out of the quick subset (-m "not slow").
+pytestmark = pytest.mark.slow
+
 SIZE = 128
 TIMESTEP = 50
 

@@ -111,6 +111,7 @@ def test_eager_calls_compile_once(formulation, compile_counter):
     assert compile_counter.count == warm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("formulation", FORMULATIONS)
 def test_non_square_map_matches_oracle(formulation):
     feats, _, _, _ = _case(1)
@@ -175,6 +176,7 @@ def test_eigensolver_failure_is_a_leaf():
     assert not bool(jnp.any(split.inside))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("formulation", FORMULATIONS)
 def test_dense_fallback_agrees_with_subspace_iteration(formulation):
     feats, m, labels32, _ = _case(1)

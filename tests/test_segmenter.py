@@ -44,6 +44,7 @@ def test_working_size():
     assert working_size(369, 492, 1024, True) == (1024, 1024)
 
 
+@pytest.mark.slow
 def test_labels_at_input_size_and_consecutive(seg):
     images = jax.random.uniform(jax.random.PRNGKey(0), (2, 45, 70, 3))
     labels = seg(images)
@@ -53,6 +54,7 @@ def test_labels_at_input_size_and_consecutive(seg):
     assert seg(images[0], output_size=(10, 12)).shape == (10, 12)
 
 
+@pytest.mark.slow
 def test_one_compiled_program_per_shape_and_static_options(seg, compile_counter):
     images = jax.random.uniform(jax.random.PRNGKey(1), (3, 40, 40, 3))
     others = [np.asarray(images) * (1 - 0.01 * i) for i in range(3)]  # new data, same shape
@@ -81,6 +83,7 @@ def test_options(seg, options):
     np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
 
 
+@pytest.mark.slow
 def test_segment_files_reports_bad_files(seg, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")

@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from diffcut_jax.labels import consecutive
-from diffcut_jax.ncut import min_max_similarity
+from diffcut_jax.graph import HIGHEST, min_max_similarity
 
 DEFAULT_ALPHAS = (1.0, 5.0, 10.0, 15.0)
-HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class Spectrum(NamedTuple):

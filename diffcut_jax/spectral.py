@@ -23,6 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from diffcut_jax.graph import HIGHEST
+
 _PAD_EIGENVALUE = 4.0  # above the normalized Laplacian's spectrum [0, 2]: padding sorts last.
 _TINY = 1e-30
 
@@ -34,7 +36,7 @@ class FiedlerResult(NamedTuple):
     ok: jnp.ndarray  # bool: finite result
 
 
-HIGHEST = jax.lax.Precision.HIGHEST  # results depend on it: TF32/bf16 passes stall the iteration
+# HIGHEST: TF32/bf16 passes (the GPU/TPU defaults) stall the iteration.
 
 
 def _mm(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-_LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
+_LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias",
+                  # bare parameters keep their names (timm's layer scale, CLIP's logit scale)
+                  "gamma": "gamma", "logit_scale": "logit_scale"}
 
 
 class CheckpointError(ValueError):
@@ -37,6 +39,8 @@ class TensorSource(Protocol):
     def shape(self, key: str) -> tuple[int, ...]: ...
 
     def read(self, key: str) -> np.ndarray: ...
+
+    # Optional: `origin(key)`, the name in the file when a source renames (errors show both).
 
 
 class SafetensorsSource:
@@ -132,6 +136,11 @@ def conversion_plan(
             raise CheckpointError(f"{part}: tensors {by_name[new]!r} and {key!r} both map to {new!r}")
         by_name[new] = key
     patterns = [re.compile(p) for p in ignore]
+    origin = getattr(source, "origin", lambda k: k)
+
+    def show(key):
+        return key if origin(key) == key else f"{key} (from {origin(key)})"
+
     plan, missing, misshaped, bad = [], [], [], set()
     for path, var in nnx.to_flat_state(abstract_state):
         target = var.get_value() if hasattr(var, "get_value") else var.value
@@ -144,14 +153,15 @@ def conversion_plan(
         if shape != tuple(target.shape):
             bad.add(key)
             misshaped.append(
-                f"{key} {list(source.shape(key))} (the model needs {list(target.shape)} in Flax "
+                f"{show(key)} {list(source.shape(key))} (the model needs {list(target.shape)} in Flax "
                 f"layout, this gives {list(shape)})"
             )
             continue
         plan.append((path, key))
     used = {key for _, key in plan} | bad
     unexpected = sorted(
-        k for k in source.keys() if k not in used and not any(p.search(k) for p in patterns)
+        show(k) for k in source.keys()
+        if k not in used and not any(p.search(origin(k)) for p in patterns)
     )
     problems = []
     if missing:

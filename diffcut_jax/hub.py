@@ -126,3 +126,108 @@ def resolve(model: str | Path, *, prefer_fp16: bool = True, tokenizers: bool = F
                 f"not be downloaded ({reason}).\n{_download_hint(repo_id)}"
             ) from None
     return _local(Path(root))
+
+
+# ---------------------------------------------------------------- open_clip models
+
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
+OPEN_CLIP_TORCH_WEIGHTS = "open_clip_pytorch_model.bin"
+
+
+@dataclass(frozen=True)
+class OpenCLIPFiles:
+    root: Path
+    config: Path
+    weights: Path  # safetensors, or the PyTorch pickle where that is all there is
+
+    def source(self):
+        """The weights as a `TensorSource` (PyTorch pickles need torch, only for this)."""
+        from diffcut_jax.checkpoint import SafetensorsSource
+
+        if self.weights.suffix == ".safetensors":
+            return SafetensorsSource(self.weights)
+        return TorchPickleSource(self.weights)
+
+
+class TorchPickleSource:
+    """`open_clip_pytorch_model.bin` through torch (optional: only repositories without
+    safetensors need it). Loaded with `weights_only=True`, memory-mapped."""
+
+    def __init__(self, path: Path):
+        try:
+            import torch
+        except ImportError:
+            raise CheckpointError(
+                f"{path}: only PyTorch weights ({path.name}) here, and torch is not installed. "
+                f"Either `pip install torch` (CPU build is enough; it is used only to read this "
+                f"file), or convert once elsewhere:\n  python -c \"import torch, safetensors.torch "
+                f"as st; st.save_file({{k: v.contiguous() for k, v in torch.load('{path.name}', "
+                f"map_location='cpu', weights_only=True).items()}}, '{OPEN_CLIP_WEIGHTS}')\"\n"
+                f"and put {OPEN_CLIP_WEIGHTS} beside {OPEN_CLIP_CONFIG}.") from None
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: cannot be read as a PyTorch state dict ({e})") from e
+        sd = sd.get("state_dict", sd)
+        self._sd = {k: v for k, v in sd.items() if hasattr(v, "shape")}
+        self.path = path
+
+    def keys(self):
+        return self._sd.keys()
+
+    def shape(self, key):
+        return tuple(self._sd[key].shape)
+
+    def read(self, key):
+        return self._sd[key].float().numpy() if self._sd[key].is_floating_point() else self._sd[key].numpy()
+
+
+def _open_clip_local(root: Path) -> OpenCLIPFiles:
+    if not root.is_dir():
+        raise CheckpointError(f"CLIP model directory not found: {root}")
+    config = root / OPEN_CLIP_CONFIG
+    if not config.exists():
+        found = sorted(p.name for p in root.iterdir())
+        raise CheckpointError(f"{root} is not an open_clip model: no {OPEN_CLIP_CONFIG} "
+                              f"(found {found or 'nothing'})")
+    for name in (OPEN_CLIP_WEIGHTS, OPEN_CLIP_TORCH_WEIGHTS):
+        if (root / name).exists():
+            return OpenCLIPFiles(root, config, root / name)
+    raise CheckpointError(f"{root}: no weights ({OPEN_CLIP_WEIGHTS} or {OPEN_CLIP_TORCH_WEIGHTS})")
+
+
+def _open_clip_hint(repo_id: str) -> str:
+    return (f"To get the weights, on a machine with network access run\n"
+            f"  huggingface-cli download {repo_id} {OPEN_CLIP_CONFIG} {OPEN_CLIP_WEIGHTS} "
+            f"--local-dir /path/to/{repo_id.split('/')[-1]}\n"
+            f"then pass that directory (--clip_model=/path/to/...) instead of the hub id.")
+
+
+def resolve_open_clip(model: str | Path) -> OpenCLIPFiles:
+    """A local open_clip directory (hub layout), or a hub id (downloaded, or from the cache)."""
+    path = Path(model).expanduser()
+    if path.exists() or str(model).startswith((".", "/", "~")) or str(model).count("/") != 1:
+        return _open_clip_local(path)
+    repo_id = str(model)
+    try:
+        from huggingface_hub import HfApi, snapshot_download
+    except ImportError as e:
+        raise ModelNotAvailableError(f"huggingface_hub is needed to fetch {repo_id!r}") from e
+    try:
+        files = set(HfApi().list_repo_files(repo_id))
+        weights = OPEN_CLIP_WEIGHTS if OPEN_CLIP_WEIGHTS in files else OPEN_CLIP_TORCH_WEIGHTS
+        root = snapshot_download(repo_id, allow_patterns=[OPEN_CLIP_CONFIG, weights])
+    except Exception as online_error:
+        try:
+            root = snapshot_download(repo_id, allow_patterns=[OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS,
+                                                              OPEN_CLIP_TORCH_WEIGHTS],
+                                     local_files_only=True)
+            return _open_clip_local(Path(root))
+        except Exception:
+            first = str(online_error).splitlines()[0] if str(online_error) else ""
+            raise ModelNotAvailableError(
+                f"CLIP model {repo_id!r} is not a local directory, not in the local hub cache, and "
+                f"could not be downloaded ({type(online_error).__name__}: {first}).\n"
+                f"{_open_clip_hint(repo_id)}") from None
+    return _open_clip_local(Path(root))

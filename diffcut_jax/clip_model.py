@@ -1,0 +1,268 @@
+"""Open-vocabulary CLIP (open_clip ConvNeXt): dense features, mask pooling, text classifier.
+
+    clip = load_clip("laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup")  # or a folder
+    dense = clip.dense_features(images)              # (B, H, W, 3) as given -> (B, H/32, W/32, C)
+    emb = clip.segment_embeddings(dense, masks, num_segments=K)   # masks (B, H, W) in [0, K)
+    tc = clip.text_classifier(["cat,cats", "dog"])   # synonyms x the 14 ViLD templates
+    logits = clip.class_logits(emb, tc)              # (B, K, num_classes)
+
+This is the original's `tools/clip_classifier.py` (fc-clip's recipe), docs/algorithm.md §7:
+- dense features are the ConvNeXt trunk's output, the image fed as given (the original feeds
+  [0, 1] pixels without CLIP's mean/std; `normalize_input=True` applies them);
+- a segment's embedding: its mask resized nearest-exact to the dense grid, `> 0`, divided by its
+  sum + 1e-8, the dense map pooled with it, then the trunk head (LayerNorm) and the projection head;
+- the text classifier: every synonym in every ViLD template, each embedding L2-normalised,
+  averaged over the templates and normalised again;
+- a class's logit: min(exp(logit_scale), 100) x the largest cosine over its synonyms.
+
+Every function is jitted once per static setting (the model's graph, `num_segments`).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diffcut_jax import checkpoint as ckpt
+from diffcut_jax import hub
+from diffcut_jax.clip_tokenizer import ClipTokenizer
+from diffcut_jax.image_ops import nearest_exact_indices
+from diffcut_jax.models.layers import Numerics
+from diffcut_jax.models.open_clip import IGNORE_PATTERNS, OpenCLIP, OpenCLIPConfig, OpenCLIPSource
+
+HIGHEST = jax.lax.Precision.HIGHEST
+DEFAULT_CLIP = "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup"
+VILD_TEMPLATES = (
+    "a photo of a {}.",
+    "This is a photo of a {}",
+    "There is a {} in the scene",
+    "There is the {} in the scene",
+    "a photo of a {} in the scene",
+    "a photo of a small {}.",
+    "a photo of a medium {}.",
+    "a photo of a large {}.",
+    "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "There is a small {} in the scene.",
+    "There is a medium {} in the scene.",
+    "There is a large {} in the scene.",
+)
+_TEXT_BATCH = 128  # texts per encoder call (padded): one compiled program for any vocabulary
+
+
+def split_synonyms(entry: str | Sequence[str]) -> tuple[str, ...]:
+    """"cat, cats,kitty" -> ("cat", "cats", "kitty") (the original's split: ", " -> ",", then ",")."""
+    if isinstance(entry, str):
+        parts = entry.replace(", ", ",").split(",")
+    else:
+        parts = list(entry)
+    return tuple(parts)
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclass(frozen=True)
+class TextClassifier:
+    """One row per synonym: `embeddings` (S, E) unit vectors, `synonym_class` (S,) the class each
+    belongs to (classes in order); `names` and `synonyms` are static."""
+
+    embeddings: jnp.ndarray
+    synonym_class: jnp.ndarray
+    names: tuple[str, ...]
+    synonyms: tuple[tuple[str, ...], ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def tree_flatten(self):
+        return (self.embeddings, self.synonym_class), (self.names, self.synonyms)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)
+
+
+def _normalize(x, eps=1e-12):
+    """torch's F.normalize: x / max(||x||, eps)."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+# ---------------------------------------------------------------- pure, jitted functions
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "all_stages"))
+def dense_features_fn(params, images, *, graph, all_stages=False):
+    """(B, H, W, 3) -> (B, H/32, W/32, C) trunk output (or every stage's output)."""
+    model = nnx.merge(graph, params)
+    outs = model.visual.trunk.stage_outputs(images)  # the convs cast to the compute dtype
+    return tuple(o.astype(jnp.float32) for o in outs) if all_stages else outs[-1].astype(jnp.float32)
+
+
+def params_dtype(params):
+    return jax.tree.leaves(params)[0].dtype
+
+
+def pool_masks(dense, masks, num_segments: int):
+    """Mask pooling: (B, h, w, C) dense, (B, H, W) int masks in [0, K) -> (B, K, C).
+
+    Each mask is resized nearest-exact to the dense grid (the same as resizing its one-hot map),
+    binarised and divided by its pixel count + 1e-8. Values outside [0, K) pool nowhere; a segment
+    with no pixel on the grid pools to zeros.
+    """
+    h, w = dense.shape[1:3]
+    rows = nearest_exact_indices(masks.shape[1], h)
+    cols = nearest_exact_indices(masks.shape[2], w)
+    small = masks[:, rows][:, :, cols]
+    onehot = jax.nn.one_hot(small, num_segments, dtype=jnp.float32)  # (B, h, w, K)
+    weights = onehot / (onehot.sum(axis=(1, 2), keepdims=True) + 1e-8)
+    return jnp.einsum("bhwc,bhwk->bkc", dense.astype(jnp.float32), weights, precision=HIGHEST)
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "num_segments"))
+def segment_embeddings_fn(params, dense, masks, *, graph, num_segments):
+    model = nnx.merge(graph, params)
+    pooled = pool_masks(dense, masks, num_segments)
+    return model.visual.embed_pooled(pooled.astype(params_dtype(params))).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("graph",))
+def encode_text_fn(params, ids, *, graph):
+    return nnx.merge(graph, params).encode_text(ids).astype(jnp.float32)
+
+
+def synonym_logits(embeddings, classifier: TextClassifier, logit_scale):
+    """(..., E) -> (..., S): min(exp(logit_scale), 100) x cosine with every synonym row."""
+    scale = jnp.minimum(jnp.exp(logit_scale.astype(jnp.float32)), 100.0)
+    return scale * jnp.einsum("...e,se->...s", _normalize(embeddings.astype(jnp.float32)),
+                              classifier.embeddings, precision=HIGHEST)
+
+
+@jax.jit
+def class_logits_fn(embeddings, classifier: TextClassifier, logit_scale):
+    """(..., E) -> (..., num_classes): the max over each class's synonyms."""
+    logits = synonym_logits(embeddings, classifier, logit_scale)
+    member = classifier.synonym_class[None, :] == jnp.arange(classifier.num_classes)[:, None]
+    return jnp.max(jnp.where(member, logits[..., None, :], -jnp.inf), axis=-1)
+
+
+# ---------------------------------------------------------------- the model object
+
+
+class ClipModel:
+    """A loaded open_clip ConvNeXt CLIP: explicit parameters, jitted pure functions."""
+
+    def __init__(self, graph, params, config: OpenCLIPConfig, *, normalize_input: bool = False,
+                 tokenizer: ClipTokenizer | None = None, source: str = ""):
+        self.graph, self.params, self.config = graph, params, config
+        self.normalize_input = normalize_input
+        self.tokenizer = tokenizer or ClipTokenizer(config.text.max_position_embeddings)
+        self.source = source
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def stride(self) -> int:
+        return self.config.trunk.stride
+
+    @property
+    def logit_scale(self):
+        """The raw parameter (the scale is min(exp(.), 100))."""
+        var = self.params["logit_scale"]
+        return jnp.asarray(var.get_value() if hasattr(var, "get_value") else var.value)
+
+    def prepare(self, images):
+        """Images as CLIP sees them: as given (the original), or with CLIP's mean/std."""
+        images = jnp.asarray(images, jnp.float32)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (B, H, W, 3), got shape {images.shape}")
+        if self.normalize_input:
+            images = (images - jnp.asarray(self.config.mean)) / jnp.asarray(self.config.std)
+        return images
+
+    def dense_features(self, images):
+        return dense_features_fn(self.params, self.prepare(images), graph=self.graph)
+
+    def stage_features(self, images) -> tuple:
+        return dense_features_fn(self.params, self.prepare(images), graph=self.graph, all_stages=True)
+
+    def segment_embeddings(self, dense, masks, *, num_segments: int):
+        dense, masks = jnp.asarray(dense), jnp.asarray(masks)
+        if dense.ndim != 4 or masks.ndim != 3 or dense.shape[0] != masks.shape[0]:
+            raise ValueError(f"dense must be (B, h, w, C) and masks (B, H, W) with the same B, "
+                             f"got {dense.shape} and {masks.shape}")
+        if num_segments < 1:
+            raise ValueError(f"num_segments must be >= 1, got {num_segments}")
+        return segment_embeddings_fn(self.params, dense, masks.astype(jnp.int32), graph=self.graph,
+                                     num_segments=int(num_segments))
+
+    def tokenize(self, texts) -> np.ndarray:
+        return self.tokenizer(texts)
+
+    def encode_text(self, ids):
+        ids = np.asarray(ids, np.int32)
+        if ids.ndim != 2:
+            raise ValueError(f"token ids must be (n, context_length), got {ids.shape}")
+        return encode_text_fn(self.params, jnp.asarray(ids), graph=self.graph)
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Many texts in padded batches of a fixed size (one compiled program)."""
+        ids = self.tokenize(texts)
+        out = []
+        for start in range(0, len(ids), _TEXT_BATCH):
+            chunk = ids[start : start + _TEXT_BATCH]
+            padded = np.zeros((_TEXT_BATCH, ids.shape[1]), np.int32)
+            padded[: len(chunk)] = chunk
+            out.append(np.asarray(self.encode_text(padded))[: len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def text_classifier(self, classes: Sequence[str | Sequence[str]],
+                        templates: Sequence[str] = VILD_TEMPLATES) -> TextClassifier:
+        """Classes ("a,b,c" synonym strings, or lists of synonyms) -> the synonym classifier."""
+        synonyms = tuple(split_synonyms(c) for c in classes)
+        if not synonyms:
+            raise ValueError("text_classifier: no classes")
+        flat = [s for syn in synonyms for s in syn]
+        texts = [t.format(s) for s in flat for t in templates]
+        emb = self._encode_texts(texts).reshape(len(flat), len(templates), -1)
+        emb = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+        emb = emb.mean(axis=1)
+        emb = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+        owner = np.repeat(np.arange(len(synonyms)), [len(s) for s in synonyms]).astype(np.int32)
+        return TextClassifier(jnp.asarray(emb, jnp.float32), jnp.asarray(owner),
+                              tuple(s[0] for s in synonyms), synonyms)
+
+    def class_logits(self, embeddings, classifier: TextClassifier):
+        return class_logits_fn(jnp.asarray(embeddings), classifier, self.logit_scale)
+
+
+def load_clip(model: str | Path = DEFAULT_CLIP, *, dtype=jnp.float32, param_dtype=None,
+              normalize_input: bool = False) -> ClipModel:
+    """Load an open_clip ConvNeXt CLIP from a hub id or a local directory holding
+    `open_clip_config.json` and `open_clip_model.safetensors` (the hub layout).
+
+    Args:
+      dtype: compute dtype (float32 by default: labels follow from argmaxes over close logits).
+      param_dtype: parameter dtype (default: dtype).
+      normalize_input: apply CLIP's mean/std to the images (the original does not).
+    """
+    files = hub.resolve_open_clip(model)
+    try:
+        config_json = json.loads(files.config.read_text())
+    except ValueError as e:
+        raise ckpt.CheckpointError(f"{files.config}: not valid JSON ({e})") from e
+    cfg = OpenCLIPConfig.from_open_clip(config_json)
+    numerics = Numerics(param_dtype=param_dtype or dtype, dtype=dtype)
+    graph, params = ckpt.load_module(
+        lambda r: OpenCLIP(cfg, numerics=numerics, rngs=r), OpenCLIPSource(files.source()),
+        ignore=IGNORE_PATTERNS, part=str(files.weights))
+    return ClipModel(graph, params, cfg, normalize_input=normalize_input, source=str(model))

@@ -106,10 +106,6 @@ def dense_features_fn(params, images, *, graph, all_stages=False):
     return tuple(o.astype(jnp.float32) for o in outs) if all_stages else outs[-1].astype(jnp.float32)
 
 
-def params_dtype(params):
-    return jax.tree.leaves(params)[0].dtype
-
-
 def pool_masks(dense, masks, num_segments: int):
     """Mask pooling: (B, h, w, C) dense, (B, H, W) int masks in [0, K) -> (B, K, C).
 
@@ -126,11 +122,15 @@ def pool_masks(dense, masks, num_segments: int):
     return jnp.einsum("bhwc,bhwk->bkc", dense.astype(jnp.float32), weights, precision=HIGHEST)
 
 
+def embed_segments(model: OpenCLIP, dense, masks, num_segments: int):
+    """Mask pooling, then the trunk head and the projection head: (B, K, E) float32."""
+    pooled = pool_masks(dense, masks, num_segments)
+    return model.visual.embed_pooled(pooled).astype(jnp.float32)
+
+
 @functools.partial(jax.jit, static_argnames=("graph", "num_segments"))
 def segment_embeddings_fn(params, dense, masks, *, graph, num_segments):
-    model = nnx.merge(graph, params)
-    pooled = pool_masks(dense, masks, num_segments)
-    return model.visual.embed_pooled(pooled.astype(params_dtype(params))).astype(jnp.float32)
+    return embed_segments(nnx.merge(graph, params), dense, masks, num_segments)
 
 
 @functools.partial(jax.jit, static_argnames=("graph",))
@@ -145,12 +145,14 @@ def synonym_logits(embeddings, classifier: TextClassifier, logit_scale):
                               classifier.embeddings, precision=HIGHEST)
 
 
-@jax.jit
-def class_logits_fn(embeddings, classifier: TextClassifier, logit_scale):
+def class_logits(embeddings, classifier: TextClassifier, logit_scale):
     """(..., E) -> (..., num_classes): the max over each class's synonyms."""
     logits = synonym_logits(embeddings, classifier, logit_scale)
     member = classifier.synonym_class[None, :] == jnp.arange(classifier.num_classes)[:, None]
     return jnp.max(jnp.where(member, logits[..., None, :], -jnp.inf), axis=-1)
+
+
+class_logits_fn = jax.jit(class_logits)
 
 
 # ---------------------------------------------------------------- the model object

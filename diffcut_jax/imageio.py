@@ -147,3 +147,36 @@ def write_rgb_png(path: Path, rgb: np.ndarray) -> None:
 
     img = Image.fromarray(np.asarray(rgb, np.uint8), mode="RGB")
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def overlay_with_legend(image: np.ndarray, class_map: np.ndarray, names,
+                        alpha: float = 0.5) -> np.ndarray:
+    """uint8 RGB: the photo ([0, 1]) blended with one colour per class, and a legend panel on the right
+    (a swatch, the class name and its share of the image, for every class present, largest
+    first). Colours are fixed per class id, so they agree across images of one vocabulary."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    class_map = np.asarray(class_map)
+    image = np.asarray(image, np.float32)
+    colours = palette(max(len(names), 1))
+    mixed = (1 - alpha) * image + alpha * colours[np.clip(class_map, 0, None)] / 255.0
+    mixed = np.where(class_map[..., None] >= 0, mixed, image)  # -1: no class, photo only
+    blended = (255 * np.clip(mixed, 0, 1) + 0.5).astype(np.uint8)
+    counts = np.bincount(class_map[class_map >= 0].ravel(), minlength=len(names))
+    present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+    font = ImageFont.load_default()
+    line = 16
+    height, width = blended.shape[:2]
+    text_w = max([int(font.getlength(f"{names[c]} 100.0%")) for c in present] + [60])
+    panel_w = 12 + line + 8 + text_w + 12
+    canvas = Image.new("RGB", (width + panel_w, max(height, 12 + line * len(present))), "white")
+    canvas.paste(Image.fromarray(blended), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    total = max(int(counts.sum()), 1)
+    for i, c in enumerate(present):
+        y = 6 + i * line
+        draw.rectangle([width + 12, y, width + 12 + line - 4, y + line - 4],
+                       fill=tuple(int(v) for v in colours[c]), outline="black")
+        draw.text((width + 12 + line + 4, y), f"{names[c]} {100 * counts[c] / total:.1f}%",
+                  fill="black", font=font)
+    return np.asarray(canvas)

@@ -11,14 +11,20 @@ from absl import app, flags
 from diffcut_jax.imageio import IMAGE_SUFFIXES
 
 
-def define_option_flags(names=None):
-    """One flag per `SegmenterOptions` field (or the named ones): name, type, default and help
-    come from the dataclass, the one place options are declared."""
+def _options_class(options):
+    if options is not None:
+        return options
+    from diffcut_jax.segmentation import SegmenterOptions
+    return SegmenterOptions
+
+
+def define_option_flags(names=None, options=None):
+    """One flag per field of an options dataclass (`SegmenterOptions` by default; or the named
+    fields): name, type, default and help come from the dataclass, the one place options are
+    declared."""
     import dataclasses
 
-    from diffcut_jax.segmentation import SegmenterOptions
-
-    for f in dataclasses.fields(SegmenterOptions):
+    for f in dataclasses.fields(_options_class(options)):
         if names is not None and f.name not in names:
             continue
         helptext, choices = f.metadata["help"], f.metadata.get("choices")
@@ -36,14 +42,12 @@ def define_option_flags(names=None):
             flags.DEFINE_string(f.name, f.default, helptext)
 
 
-def options_from_flags(names=None) -> dict:
+def options_from_flags(names=None, options=None) -> dict:
     """The values of the flags `define_option_flags` made, typed as the dataclass fields."""
     import dataclasses
 
-    from diffcut_jax.segmentation import SegmenterOptions
-
     out = {}
-    for f in dataclasses.fields(SegmenterOptions):
+    for f in dataclasses.fields(_options_class(options)):
         if names is not None and f.name not in names:
             continue
         value = flags.FLAGS[f.name].value

@@ -4,8 +4,15 @@ r"""Segment images: `diffcut-jax segment` = `python -m diffcut_jax.launch.segmen
 
 Per image, into --output_dir: `<name>_labels.png` (the label map at the input size, 16-bit where
 there are more than 255 segments) and `<name>_overlay.png` (colours over the photo), plus one JSON
-line in `summary.jsonl` (segments, timings). Unreadable inputs are skipped with a one-line reason;
-the exit status is non-zero only if nothing succeeded. A re-run skips images whose outputs exist
+line in `summary.jsonl` (segments, timings).
+
+With `--vocabulary` (a preset: voc20, context59, coco_object; a file; or "cat,kitty;dog;grass")
+every segment is also named by an open-vocabulary CLIP (`--clip_model`, docs/algorithm.md §7):
+`<name>_classes.png` (class id per pixel, in vocabulary order), `<name>_classes.json` (per
+segment: class, score, pixels; the vocabulary) and `<name>_classes_overlay.png` (class colours
+and a legend).
+
+Unreadable inputs are skipped with a one-line reason; the exit status is non-zero only if nothing succeeded. A re-run skips images whose outputs exist
 (--overwrite redoes them); outputs are written atomically.
 """
 from __future__ import annotations
@@ -23,11 +30,21 @@ from . import common
 
 FLAGS = flags.FLAGS
 
+
+def _label_options():
+    from diffcut_jax.labelling import LabelOptions
+    return LabelOptions
+
+
 flags.DEFINE_string("output_dir", None, "Where the outputs go (created if needed).")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs exist.")
 flags.DEFINE_integer("max_pixels", 178_956_970, "Larger images are skipped.")
+flags.DEFINE_string("clip_model", "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
+                    "With --vocabulary: open_clip ConvNeXt CLIP, a hub id or a local directory "
+                    "(open_clip_config.json + open_clip_model.safetensors).")
 common.define_model_flags()
 common.define_option_flags()
+common.define_option_flags(options=_label_options())
 
 
 def output_names(files: list[Path]) -> dict[Path, str]:
@@ -45,6 +62,27 @@ def output_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
+def write_classes(paths, source: Path, image, named, vocabulary) -> dict:
+    """The class PNG, the per-image JSON and the overlay with a legend; returns a summary."""
+    from diffcut_jax import imageio
+
+    png, js, overlay = paths
+    class_map = named.class_map[0]
+    imageio.write_labels_png(png, np.maximum(class_map, 0))
+    segments = named.segments(0)
+    present: dict[str, int] = {}
+    for s in segments:
+        present[s["class"]] = present.get(s["class"], 0) + s["pixels"]
+    doc = {
+        "input": str(source), "class_png": png.name, "vocabulary": list(vocabulary.names),
+        "synonyms": [list(c) for c in vocabulary.classes], "segments": segments,
+        "classes": dict(sorted(present.items(), key=lambda kv: -kv[1])),
+    }
+    imageio.atomic_write(js, lambda p: p.write_text(json.dumps(doc, indent=1)))
+    imageio.write_rgb_png(overlay, imageio.overlay_with_legend(image, class_map, vocabulary.names))
+    return {"png": png.name, "json": js.name, "overlay": overlay.name, "present": len(present)}
+
+
 def run(inputs: list[str]) -> int:
     from diffcut_jax import imageio
     from diffcut_jax.hub import ModelNotAvailableError
@@ -53,6 +91,17 @@ def run(inputs: list[str]) -> int:
 
     if not FLAGS.output_dir:
         sys.stderr.write("error: --output_dir is required\n")
+        return 2
+    from diffcut_jax.labelling import LabelOptions, Labeller
+    from diffcut_jax.vocabulary import parse_vocabulary
+
+    try:
+        label_opts = LabelOptions(**common.options_from_flags(options=LabelOptions))
+        # Given but empty (--vocabulary='') is an error, not "no labelling".
+        asked = FLAGS["vocabulary"].present or label_opts.vocabulary
+        vocabulary = parse_vocabulary(label_opts.vocabulary) if asked else None
+    except ValueError as e:
+        sys.stderr.write(f"error: --vocabulary / --clip_image_size: {e}\n")
         return 2
     files, problems = common.expand_inputs(inputs)
     for p in problems:
@@ -69,7 +118,10 @@ def run(inputs: list[str]) -> int:
 
     def outputs(f):
         base = out_dir / names[f]
-        return base.with_name(base.name + "_labels.png"), base.with_name(base.name + "_overlay.png")
+        suffixes = ["_labels.png", "_overlay.png"]
+        if vocabulary is not None:
+            suffixes += ["_classes.png", "_classes.json", "_classes_overlay.png"]
+        return [base.with_name(base.name + s) for s in suffixes]
 
     todo = [f for f in files if FLAGS.overwrite or not all(p.exists() for p in outputs(f))]
     already = len(files) - len(todo)
@@ -84,6 +136,12 @@ def run(inputs: list[str]) -> int:
             FLAGS.model, dtype=FLAGS.dtype, timestep=FLAGS.timestep, seed=FLAGS.seed,
             **common.options_from_flags(),
         )
+        labeller = None
+        if vocabulary is not None:
+            labeller = Labeller.from_pretrained(
+                FLAGS.clip_model, vocabulary,
+                image_size=label_opts.clip_image_size or seg.options.image_size,
+                square=seg.options.square, normalize_input=label_opts.clip_normalize)
     except (ModelNotAvailableError, CheckpointError, ValueError) as e:
         return common.model_error_exit(e)
     load_s = time.perf_counter() - t0
@@ -93,7 +151,7 @@ def run(inputs: list[str]) -> int:
     ok = failed = 0
     summary = out_dir / "summary.jsonl"
     for f in todo:
-        labels_path, overlay_path = outputs(f)
+        labels_path, overlay_path, *class_paths = outputs(f)
         t = time.perf_counter()
         try:
             image = imageio.read_rgb(f, max_pixels=FLAGS.max_pixels)
@@ -110,6 +168,13 @@ def run(inputs: list[str]) -> int:
         imageio.write_labels_png(labels_path, labels)
         imageio.write_rgb_png(overlay_path, imageio.overlay(image, labels))
         write_s = time.perf_counter() - t
+        classes = None
+        if labeller is not None:
+            t = time.perf_counter()
+            named = labeller(image, labels)
+            label_s = time.perf_counter() - t
+            classes = write_classes(class_paths, f, image, named, vocabulary)
+            classes["seconds"] = round(label_s, 4)
         record = {
             "input": str(f), "labels": labels_path.name, "overlay": overlay_path.name,
             "height": int(labels.shape[0]), "width": int(labels.shape[1]),
@@ -117,6 +182,8 @@ def run(inputs: list[str]) -> int:
             "segments": int(labels.max()) + 1,
             "seconds": {"decode": round(decode_s, 4), "segment": round(run_s, 4), "write": round(write_s, 4)},
         }
+        if classes is not None:
+            record["classes"] = classes
         with open(summary, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         ok += 1

@@ -65,3 +65,29 @@ def get_config(arg: str):
     a file of its own (`diffcut-jax eval --config=<name>` falls back to it)."""
     benchmark, _, backbone = arg.partition(",")
     return benchmark_config(benchmark, backbone or None)
+
+
+# The original's open-vocabulary CLIP (open_clip `convnext_large_d_320`, laion2b_s29b_b131k_ft_soup).
+CLIP_MODEL = "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup"
+
+
+def openvocab_config(benchmark: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """The open-vocabulary evaluation of `benchmark` (the original's `eval_diffcut_openvoc.py`):
+    PAMR on (15 iterations, dilations 1..64), masks at the working size, segments named by CLIP
+    with the benchmark's class list, scored against the classes directly (no matching)."""
+    import dataclasses as dc
+
+    from diffcut_jax.labelling import LabelOptions
+
+    cfg = benchmark_config(benchmark, arg)
+    cfg.segmentation.refinement = True
+    cfg.segmentation.pamr_num_iter = 15
+    cfg.segmentation.pamr_dilations = (1, 2, 4, 8, 12, 24, 32, 64)
+    cfg.mask_size = cfg.segmentation.image_size  # masks assigned at the working size (1024)
+    # CLIP sees the working-size image as given ([0, 1]); COCO-Object's is upsampled to 2048.
+    clip_size = 2048 if benchmark == "coco_object" else 0
+    cfg.openvocab = ml_collections.ConfigDict(dc.asdict(LabelOptions(
+        vocabulary=benchmark, clip_image_size=clip_size)))
+    cfg.clip_model = ml_collections.ConfigDict({"path": CLIP_MODEL, "dtype": "float32"})
+    cfg.per_device_batch_size = 1  # 1024 x 1024 masks, PAMR and CLIP per image
+    return cfg

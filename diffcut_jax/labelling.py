@@ -125,11 +125,11 @@ class Labeller:
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return working_size(height, width, self.image_size, self.square)
 
-    def step(self, num_segments: int, size, *, fn=_label_fn):
+    def step(self, num_segments: int, size):
         """The jitted pure step for a capacity and a CLIP size (for composing into programs)."""
         cfg = self.clip.config
         normalize = (tuple(cfg.mean), tuple(cfg.std)) if self.normalize_input else None
-        return functools.partial(fn, graph=self.clip.graph, num_segments=int(num_segments),
+        return functools.partial(_label_fn, graph=self.clip.graph, num_segments=int(num_segments),
                                  size=tuple(size), normalize=normalize)
 
     def __call__(self, images, masks, *, num_segments: int | None = None) -> Labelling:

@@ -4,7 +4,8 @@ r"""Benchmark evaluation: `diffcut-jax eval` = `python -m diffcut_jax.launch.eva
         --data_dir=~/tensorflow_datasets --manual_dir=/data/pascal [--config.segmentation.tau=0.35]
 
 `--config` takes a config by name (`voc20`, `voc20:vega`: the files shipped in
-`diffcut_jax/configs/`) or a path to a config file.
+`diffcut_jax/configs/`) or a path to a config file. The `openvoc_<benchmark>` configs run the
+open-vocabulary mode instead: segments named by CLIP and scored without matching.
 
 Builds the benchmark's TFDS dataset from the raw download on first use, then segments every
 validation image on all devices (data parallel) and matches segments to classes (docs/protocol.md).
@@ -72,6 +73,11 @@ def validate(cfg) -> None:
     from diffcut_jax.data import benchmarks
 
     benchmarks.get(cfg.benchmark, cfg.label_convention)  # names the problem if unknown
+    if is_openvocab(cfg):
+        from diffcut_jax.labelling import LabelOptions
+        from diffcut_jax.vocabulary import parse_vocabulary
+
+        parse_vocabulary(LabelOptions(**cfg.openvocab).vocabulary)
     if cfg.per_device_batch_size < 1 or cfg.max_images < 0 or cfg.mask_size < 1:
         raise ValueError("config.per_device_batch_size and config.mask_size must be >= 1 and "
                          "config.max_images >= 0")
@@ -156,8 +162,24 @@ def make_evaluator(cfg, bench):
     options = SegmenterOptions(**cfg.segmentation)
     model = dict(cfg.model)
     extractor = load_extractor(model.pop("path"), image_size=options.image_size, **model)
+    if is_openvocab(cfg):
+        from diffcut_jax.evaluation.openvocab import OpenVocabEvaluator
+        from diffcut_jax.labelling import LabelOptions, Labeller
+
+        label = LabelOptions(**cfg.openvocab)
+        labeller = Labeller.from_pretrained(
+            cfg.clip_model.path, label.vocabulary, dtype=cfg.clip_model.dtype or "float32",
+            image_size=label.clip_image_size or options.image_size, square=options.square,
+            normalize_input=label.clip_normalize)
+        return OpenVocabEvaluator(extractor, bench, options, labeller, mask_size=cfg.mask_size,
+                                  feature_batch=cfg.feature_batch or None)
     return Evaluator(extractor, bench, options, mask_size=cfg.mask_size,
                      feature_batch=cfg.feature_batch or None)
+
+
+def is_openvocab(cfg) -> bool:
+    """Open-vocabulary configs (`openvoc_*`) carry `config.openvocab`."""
+    return "openvocab" in cfg
 
 
 def report(cfg, result, bench, workdir: Path) -> None:
@@ -166,13 +188,18 @@ def report(cfg, result, bench, workdir: Path) -> None:
 
     from diffcut_jax.imageio import atomic_write
 
-    expected = bench.published_miou(cfg.backbone, cfg.segmentation.method, cfg.segmentation.refinement)
+    openvocab = is_openvocab(cfg)
+    expected = None if openvocab else bench.published_miou(
+        cfg.backbone, cfg.segmentation.method, cfg.segmentation.refinement)
     extra = {
         "published_miou": expected, "seconds": result.seconds,
         "images_per_second": result.accumulator.images / max(result.seconds, 1e-9),
         "input_wait_share": result.input_wait_seconds / max(result.seconds, 1e-9),
         "devices": jax.device_count(), "processes": jax.process_count(),
+        "protocol": "open-vocabulary" if openvocab else "unsupervised (Hungarian matching)",
     }
+    if openvocab:  # the original's own number: per-image Jaccard, averaged over images
+        extra["per_image_jaccard"] = result.per_image_jaccard
     # Per image (this process's images): segments, valid and correctly matched pixels.
     workdir.mkdir(parents=True, exist_ok=True)
     name = "per_image.jsonl" if jax.process_count() == 1 else f"per_image.{jax.process_index()}.jsonl"
@@ -184,6 +211,8 @@ def report(cfg, result, bench, workdir: Path) -> None:
                 f"{extra['images_per_second']:.2f} img/s)")
         if expected is not None:
             line += f"  published: {expected:.1f}%"
+        if openvocab:
+            line += f"  per-image Jaccard (the original's score): {100 * result.per_image_jaccard:.2f}%"
         print(line)
         write_outputs(workdir, cfg, result, extra)
         print(f"results written to {workdir}")

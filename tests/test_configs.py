@@ -79,3 +79,32 @@ def test_wheel_holds_only_the_package_and_configs_work_by_name_outside_the_repo(
     res = subprocess.run([sys.executable, "-m", "diffcut_jax.launch.eval", "--config=voc21",
                           f"--workdir={work / 'w'}"], cwd=work, env=env, capture_output=True, text=True)
     assert res.returncode != 0 and "no config named 'voc21'" in res.stderr
+    # The open-vocabulary assets (BPE vocabulary, class lists) ship in the wheel and load from it.
+    assert {"diffcut_jax/assets/bpe_simple_vocab_16e6.txt.gz",
+            "diffcut_jax/assets/openvocab_class_names.json"} <= set(names)
+    code = ("from diffcut_jax.clip_tokenizer import ClipTokenizer; "
+            "from diffcut_jax.vocabulary import parse_vocabulary; "
+            "print(len(parse_vocabulary('coco_object')), ClipTokenizer()('a cat')[0, :4].tolist())")
+    res = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    assert res.stdout.split() == ["81", "[49406,", "320,", "2368,", "49407]"], res.stderr[-2000:]
+
+
+def test_openvocab_configs_follow_the_original_script():
+    from diffcut_jax.labelling import LabelOptions
+    from diffcut_jax.vocabulary import parse_vocabulary
+
+    for name in ("voc20", "context59", "coco_object"):
+        mod = importlib.import_module(f"diffcut_jax.configs.openvoc_{name}")
+        cfg = mod.get_config()
+        seg = cfg.segmentation
+        assert f"diffcut-jax eval --config=openvoc_{name} " in mod.__doc__
+        assert cfg.benchmark == name and (seg.tau, seg.alpha, seg.image_size) == (0.5, 10.0, 1024)
+        assert seg.refinement and seg.pamr_num_iter == 15
+        assert tuple(seg.pamr_dilations) == (1, 2, 4, 8, 12, 24, 32, 64)
+        assert cfg.mask_size == 1024  # masks assigned at the working size
+        label = LabelOptions(**cfg.openvocab)
+        assert label.vocabulary == name and not label.clip_normalize
+        assert label.clip_image_size == (2048 if name == "coco_object" else 0)
+        assert len(parse_vocabulary(label.vocabulary)) == BENCHMARKS[name].num_classes
+        assert cfg.clip_model.path == "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup"
+        SegmenterOptions(**seg)

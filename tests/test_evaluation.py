@@ -213,3 +213,77 @@ def test_launch_eval_missing_data(tmp_path):
                    f"--manual_dir={tmp_path}"])
     assert res.returncode == 2 and "expected a folder at" in res.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_openvocab_evaluator_matches_per_image_reference(data):
+    """Open vocabulary: segments named by CLIP, confusion against gt + 1 (background first),
+    checked against the steps written out per image."""
+    from diffcut_jax.clip_model import load_clip
+    from diffcut_jax.evaluation.openvocab import OpenVocabEvaluator, image_confusion_scores
+    from diffcut_jax.labelling import Labeller
+    from tests.helpers import FIXTURES
+
+    extractor = load_extractor(str(data["root"] / "ckpt"), image_size=S)
+    options = SegmenterOptions(tau=0.5, alpha=10.0, image_size=S, square=True, refinement=True,
+                               pamr_num_iter=3)
+    labeller = Labeller(load_clip(FIXTURES / "openclip" / "tiny_convnext_clip"), "voc20",
+                        image_size=S, square=True)
+    ds, _ = pipeline.eval_batches(data["voc20"], batch_size=4, image_size=S, mask_size=M)
+    batches = list(batches_from_tf(ds))
+    result = OpenVocabEvaluator(extractor, benchmarks.get("voc20"), options, labeller,
+                                mask_size=M).evaluate(iter(batches))
+    assert result.benchmark.class_names[:2] == ("background", "aeroplane")
+    n = 21
+    acc, jaccards = MIoUAccumulator(n), []
+    for batch in batches:
+        for image, gt, valid in zip(batch["image"], batch["label"], batch["valid"]):
+            if not valid:
+                continue
+            feats = extractor(jnp.asarray(image)[None], size=(S, S))
+            masks = assign_concepts(feats[0], recursive_ncut(feats[0], options.tau, options.alpha), (M, M))
+            masks = np.asarray(refine(jnp.asarray(image), masks, num_iter=3))
+            named = labeller(image, masks, num_segments=16)
+            hist = np.zeros((n, n), np.int64)
+            np.add.at(hist, (gt.ravel() + 1, named.class_map[0].ravel()), 1)
+            tp, fp, fn, pixels, jaccard = image_confusion_scores(hist)
+            acc.add(tp, fp, fn, pixels)
+            jaccards.append(jaccard)
+    assert result.accumulator.images == acc.images == 6
+    np.testing.assert_array_equal(result.accumulator.tp, acc.tp)
+    np.testing.assert_array_equal(result.accumulator.fp, acc.fp)
+    np.testing.assert_array_equal(result.accumulator.fn, acc.fn)
+    assert result.accumulator.valid_pixels == acc.valid_pixels == 6 * M * M
+    assert result.per_image_jaccard == pytest.approx(np.mean(jaccards))
+    assert [r["jaccard"] for r in result.per_image] == pytest.approx(jaccards)
+    assert result.accumulator.tp.sum() > 0
+
+
+@pytest.mark.slow
+def test_launch_eval_openvocab_config(tmp_path):
+    write_random_checkpoint(tmp_path / "ckpt", tiny_spec("sdxl"), seed=3, std=0.2)
+    fake_downloads.write_voc2012(tmp_path / "raw", num_images=3)
+    from tests.helpers import FIXTURES
+
+    clip_dir = FIXTURES / "openclip" / "tiny_convnext_clip"
+    res = _launch(["--config=openvoc_voc20", f"--config.model.path={tmp_path / 'ckpt'}",
+                   f"--config.clip_model.path={clip_dir}", f"--config.segmentation.image_size={S}",
+                   f"--config.mask_size={M}", "--config.segmentation.pamr_num_iter=3",
+                   f"--data_dir={tmp_path / 'tfds'}", f"--manual_dir={tmp_path / 'raw'}",
+                   f"--workdir={tmp_path / 'work'}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert r["protocol"] == "open-vocabulary" and r["images"] == 3 and r["num_classes"] == 21
+    assert r["published_miou"] is None and 0 <= r["per_image_jaccard"] <= 1
+    assert [c["name"] for c in r["per_class"]][:2] == ["background", "aeroplane"]
+    assert r["config"]["openvocab"]["vocabulary"] == "voc20"
+    assert r["config"]["segmentation"]["pamr_dilations"] == [1, 2, 4, 8, 12, 24, 32, 64]
+    assert "per-image Jaccard" in res.stdout and "background" in res.stdout
+    lines = (tmp_path / "work" / "per_image.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all("jaccard" in json.loads(line) for line in lines)
+    # A missing CLIP model is a clear error before any image is processed.
+    res = _launch(["--config=openvoc_voc20", f"--config.model.path={tmp_path / 'ckpt'}",
+                   f"--config.clip_model.path={tmp_path / 'no-clip'}",
+                   f"--config.segmentation.image_size={S}", f"--data_dir={tmp_path / 'tfds'}",
+                   f"--workdir={tmp_path / 'work2'}"])
+    assert res.returncode == 2 and "CLIP model directory not found" in res.stderr

@@ -64,6 +64,32 @@ CASES = {
 }
 
 
+def _clip_cases():
+    """The open-vocabulary CLIP's jitted functions (tiny fixture model, float32)."""
+    from diffcut_jax.clip_model import (dense_features_fn, encode_text_fn, load_clip,
+                                        segment_embeddings_fn)
+    from diffcut_jax.labelling import Labeller, label_segments
+    from tests.helpers import FIXTURES
+
+    clip = load_clip(FIXTURES / "openclip" / "tiny_convnext_clip")
+    lab = Labeller(clip, "cat;dog", image_size=64)
+    images = jnp.ones((2, 64, 64, 3))
+    dense = jnp.ones((2, 2, 2, clip.config.trunk.num_features))
+    ids = jnp.asarray(clip.tokenize(["a cat", "a dog"]))
+    return {
+        "clip/dense_features": lambda: dense_features_fn(clip.params, images, graph=clip.graph),
+        "clip/segment_embeddings": lambda: segment_embeddings_fn(
+            clip.params, dense, MASKS, graph=clip.graph, num_segments=4),
+        "clip/encode_text": lambda: encode_text_fn(clip.params, ids, graph=clip.graph),
+        "clip/label_segments": lambda: label_segments(
+            clip.params, images, MASKS, lab.classifier, clip.logit_scale, graph=clip.graph,
+            num_segments=4, size=(64, 64)),
+    }
+
+
+CASES.update(_clip_cases())
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_no_default_precision(name):
     jaxpr = jax.make_jaxpr(CASES[name])().jaxpr
@@ -80,3 +106,9 @@ def test_audit_sees_into_loops_and_flags_defaults():
 
     bad = default_precision_ops(jax.make_jaxpr(careless)(jnp.eye(3)).jaxpr)
     assert len(bad) == 1 and bad[0].startswith("/while/dot_general")
+
+
+def test_audit_sees_the_clip_towers():
+    # ConvNeXt convs and MLPs, the mask pooling, the head and the classifier: all audited.
+    assert _count(jax.make_jaxpr(CASES["clip/label_segments"])().jaxpr) > 20
+    assert _count(jax.make_jaxpr(CASES["clip/encode_text"])().jaxpr) > 8

@@ -239,3 +239,63 @@ def test_coherence_command(tiny_root, tmp_path):
     cmd[cmd.index("1,0")] = "9,9"
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=600)
     assert res.returncode == 2 and "outside" in res.stderr
+
+
+@pytest.mark.slow
+def test_segment_command_names_segments_with_a_vocabulary(tiny_root, tmp_path):
+    from tests.helpers import FIXTURES
+
+    clip_dir = FIXTURES / "openclip" / "tiny_convnext_clip"
+    out = tmp_path / "out"
+    photos = [IMAGES[0], SHARED / "images" / "coco.jpg"]
+    vocab = "cat,kitty;dog;grass,lawn;sky"
+    args = ["--model", str(tiny_root), "--image_size", str(SIZE), "--tau", "0.9",
+            "--output_dir", str(out), "--vocabulary", vocab, "--clip_model", str(clip_dir),
+            "--clip_image_size", "96", *map(str, photos)]
+    res = _run(args, env=_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    for p in photos:
+        labels = _check_outputs(out, p.stem, p)
+        classes = imageio.read_labels_png(out / f"{p.stem}_classes.png")
+        assert classes.shape == labels.shape and classes.max() < 4
+        doc = json.loads((out / f"{p.stem}_classes.json").read_text())
+        assert doc["vocabulary"] == ["cat", "dog", "grass", "sky"]
+        assert doc["synonyms"][2] == ["grass", "lawn"]
+        segs = doc["segments"]
+        assert sorted(s["segment"] for s in segs) == sorted(np.unique(labels).tolist())
+        assert sum(s["pixels"] for s in segs) == labels.size
+        for s in segs:  # the PNG is the per-segment class, painted
+            assert (classes[labels == s["segment"]] == s["class_id"]).all()
+            assert s["class"] == doc["vocabulary"][s["class_id"]] and 0 < s["score"] <= 1
+            assert s["pixels"] == int((labels == s["segment"]).sum())
+        assert sum(doc["classes"].values()) == labels.size
+        with Image.open(out / f"{p.stem}_classes_overlay.png") as ov:
+            legend = np.asarray(ov)[:, labels.shape[1]:]
+        assert legend.shape[1] > 40 and legend.shape[0] >= labels.shape[0]
+        colours = imageio.palette(4)
+        for name in doc["classes"]:  # a swatch of every present class's colour
+            assert (legend == colours[doc["vocabulary"].index(name)]).all(-1).sum() >= 50, name
+    record = json.loads((out / "summary.jsonl").read_text().splitlines()[0])
+    assert record["classes"]["png"].endswith("_classes.png")
+    again = _run(args, env=_env())  # outputs exist: nothing to redo
+    assert again.returncode == 0 and "2 image(s) already done" in again.stderr
+
+    for bad, message in [("", "vocabulary is empty"), ("voc21", "unknown vocabulary preset 'voc21'"),
+                         ("cat;dog;cat", "duplicate names across classes: 'cat'"),
+                         ("cat;;dog", "class 2 is empty")]:
+        res = _run(["--output_dir", str(tmp_path / "bad"), "--vocabulary", bad, str(IMAGES[0])],
+                   env=_env())
+        assert res.returncode == 2 and message in res.stderr, (bad, res.stderr[-500:])
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_offline_default_clip_model_says_how_to_download(tiny_root, tmp_path):
+    env = _env()
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    res = _run(["--model", str(tiny_root), "--image_size", str(SIZE), "--output_dir",
+                str(tmp_path / "o"), "--vocabulary", "voc20", str(IMAGES[0])], env=env)
+    assert res.returncode == 2
+    assert ("huggingface-cli download laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup "
+            "open_clip_config.json open_clip_model.safetensors") in res.stderr
+    assert "--clip_model" in res.stderr

@@ -119,11 +119,16 @@ class Evaluator:
         self._batch = NamedSharding(self.mesh, P(DATA_AXIS))
         self._params = jax.device_put(extractor.params, self._replicated)
         self._noise = jax.device_put(extractor.noise_for(size), self._replicated)
+        self._build_steps(feature_batch)
+
+    def _build_steps(self, feature_batch):
+        """The jitted, `shard_map`ped device steps (`_predict`, and `_refine` where needed)."""
+        options, benchmark = self.options, self.benchmark
         refine_after_merge = options.refinement and benchmark.background
         # Features in fixed chunks of `feature_batch` images (the last one padded): results then
         # do not depend on the per-device batch or the device count. None: the whole batch.
         step = functools.partial(
-            predict_histograms, model=FeatureModel.of(extractor), options=options.static,
+            predict_histograms, model=FeatureModel.of(self.extractor), options=options.static,
             mask_size=self.mask_size, rows=self.rows, columns=self.columns,
             refine_now=options.refinement and not benchmark.background,
             feature_batch=feature_batch,

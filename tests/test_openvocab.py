@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import diffcut_jax as dc
 from diffcut_jax import checkpoint as ckpt
 from diffcut_jax.clip_model import VILD_TEMPLATES, load_clip, pool_masks, synonym_logits
 from diffcut_jax.clip_tokenizer import ClipTokenizer
@@ -32,7 +33,7 @@ def _rel(a, b) -> float:
 def model(request):
     name = request.param
     z = np.load(FIXTURES / "openclip" / f"{name}.npz")
-    return name, load_clip(FIXTURES / "openclip" / name), z
+    return name, dc.load_clip(FIXTURES / "openclip" / name), z  # the public name
 
 
 def _nhwc(x):

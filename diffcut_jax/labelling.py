@@ -75,13 +75,17 @@ def label_segments(params, images, masks, classifier: TextClassifier, logit_scal
 
     `size`: CLIP's working size (static); `normalize`: (mean, std) or None (as the original).
     """
-    images = images.astype(jnp.float32)
-    if images.shape[1:3] != tuple(size):
-        images = jax.vmap(lambda im: resize_bilinear(im, tuple(size)))(images)
-    if normalize is not None:
-        images = (images - jnp.asarray(normalize[0])) / jnp.asarray(normalize[1])
     model = nnx.merge(graph, params)
-    dense = model.visual.trunk(images)
+
+    def dense_one(image):
+        image = resize_bilinear(image.astype(jnp.float32), tuple(size))
+        if normalize is not None:
+            image = (image - jnp.asarray(normalize[0])) / jnp.asarray(normalize[1])
+        return model.visual.trunk(image[None])[0]
+
+    # One image at a time: at 2048 x 2048 a ConvNeXt-L stage alone holds ~1 GB of activations
+    # per image, and one image is enough work for an accelerator (benchmarks/labelling.py).
+    dense = jax.lax.map(dense_one, images)
     emb = embed_segments(model, dense, masks, num_segments)
     probs = jax.nn.softmax(class_logits(emb, classifier, logit_scale), axis=-1)
     seg_class = jnp.argmax(probs, axis=-1).astype(jnp.int32)

@@ -112,11 +112,18 @@ class ShapeSource:
         raise AssertionError("the plan reads no data")
 
 
-def test_real_model_every_tensor_mapped_and_every_parameter_filled():
+@pytest.fixture(scope="module")
+def real_model():
+    """The real model's tensor list and its abstract NNX state (built once: ~10 s)."""
     ref, cfg = _real_model()
+    _, state = ckpt.abstract_module(lambda r: OpenCLIP(cfg, rngs=r))
+    return ref, cfg, state
+
+
+def test_real_model_every_tensor_mapped_and_every_parameter_filled(real_model):
+    ref, cfg, state = real_model
     assert (cfg.trunk.depths, cfg.trunk.widths, cfg.trunk.conv_mlp) == ((3, 3, 27, 3), (192, 384, 768, 1536), False)
     assert (cfg.embed_dim, cfg.text.num_hidden_layers, cfg.text.hidden_size, cfg.text.hidden_act) == (768, 16, 768, "gelu")
-    _, state = ckpt.abstract_module(lambda r: OpenCLIP(cfg, rngs=r))
     source = OpenCLIPSource(ShapeSource(ref["tensors"]))
     plan = ckpt.conversion_plan(source, state, ignore=IGNORE_PATTERNS)
     params = list(jax.tree_util.tree_leaves(state))
@@ -125,9 +132,8 @@ def test_real_model_every_tensor_mapped_and_every_parameter_filled():
     assert used == set(ref["tensors"]) and len(used) == 543  # every tensor used (none ignored)
 
 
-def test_conversion_errors_name_the_tensors():
-    ref, cfg = _real_model()
-    _, state = ckpt.abstract_module(lambda r: OpenCLIP(cfg, rngs=r))
+def test_conversion_errors_name_the_tensors(real_model):
+    ref, _, state = real_model
     shapes = dict(ref["tensors"])
     del shapes["visual.trunk.stages.2.blocks.26.gamma"]
     shapes["transformer.resblocks.3.attn.in_proj_weight"] = [2300, 768]

@@ -115,6 +115,15 @@ class Progress:
         self.stream.flush()
 
 
+def clip_loading_message(clip_model, vocabulary) -> str:
+    """What the (silent, up to a minute on a CPU) CLIP loading and text encoding is doing."""
+    from diffcut_jax.clip_model import VILD_TEMPLATES
+
+    names = sum(len(c) for c in vocabulary.classes)
+    return (f"loading CLIP {clip_model}; encoding {len(vocabulary)} classes ({names} names x "
+            f"{len(VILD_TEMPLATES)} templates)\n")
+
+
 def model_error_exit(err: Exception) -> int:
     sys.stderr.write(f"error: {err}\n")
     return 2

@@ -166,7 +166,11 @@ def make_evaluator(cfg, bench):
         from diffcut_jax.evaluation.openvocab import OpenVocabEvaluator
         from diffcut_jax.labelling import LabelOptions, Labeller
 
+        from diffcut_jax.vocabulary import parse_vocabulary
+
         label = LabelOptions(**cfg.openvocab)
+        sys.stderr.write(common.clip_loading_message(cfg.clip_model.path,
+                                                     parse_vocabulary(label.vocabulary)))
         labeller = Labeller.from_pretrained(
             cfg.clip_model.path, label.vocabulary, dtype=cfg.clip_model.dtype or "float32",
             image_size=label.clip_image_size or options.image_size, square=options.square,

@@ -138,6 +138,7 @@ def run(inputs: list[str]) -> int:
         )
         labeller = None
         if vocabulary is not None:
+            sys.stderr.write(common.clip_loading_message(FLAGS.clip_model, vocabulary))
             labeller = Labeller.from_pretrained(
                 FLAGS.clip_model, vocabulary,
                 image_size=label_opts.clip_image_size or seg.options.image_size,

@@ -67,16 +67,13 @@ def get_config(arg: str):
     return benchmark_config(benchmark, backbone or None)
 
 
-# The original's open-vocabulary CLIP (open_clip `convnext_large_d_320`, laion2b_s29b_b131k_ft_soup).
-CLIP_MODEL = "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup"
-
-
 def openvocab_config(benchmark: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """The open-vocabulary evaluation of `benchmark` (the original's `eval_diffcut_openvoc.py`):
     PAMR on (15 iterations, dilations 1..64), masks at the working size, segments named by CLIP
     with the benchmark's class list, scored against the classes directly (no matching)."""
     import dataclasses as dc
 
+    from diffcut_jax.clip_model import DEFAULT_CLIP
     from diffcut_jax.labelling import LabelOptions
 
     cfg = benchmark_config(benchmark, arg)
@@ -88,6 +85,6 @@ def openvocab_config(benchmark: str, arg: str | None = None) -> ml_collections.C
     clip_size = 2048 if benchmark == "coco_object" else 0
     cfg.openvocab = ml_collections.ConfigDict(dc.asdict(LabelOptions(
         vocabulary=benchmark, clip_image_size=clip_size)))
-    cfg.clip_model = ml_collections.ConfigDict({"path": CLIP_MODEL, "dtype": "float32"})
+    cfg.clip_model = ml_collections.ConfigDict({"path": DEFAULT_CLIP, "dtype": "float32"})
     cfg.per_device_batch_size = 1  # 1024 x 1024 masks, PAMR and CLIP per image
     return cfg

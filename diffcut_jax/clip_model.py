@@ -33,9 +33,10 @@ from flax import nnx
 from diffcut_jax import checkpoint as ckpt
 from diffcut_jax import hub
 from diffcut_jax.clip_tokenizer import ClipTokenizer
-from diffcut_jax.image_ops import nearest_exact_indices
+from diffcut_jax.image_ops import nearest_exact_indices, resize_bilinear
 from diffcut_jax.models.layers import Numerics
 from diffcut_jax.models.open_clip import IGNORE_PATTERNS, OpenCLIP, OpenCLIPConfig, OpenCLIPSource
+from diffcut_jax.vocabulary import split_synonyms
 
 HIGHEST = jax.lax.Precision.HIGHEST
 DEFAULT_CLIP = "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup"
@@ -56,15 +57,6 @@ VILD_TEMPLATES = (
     "There is a large {} in the scene.",
 )
 _TEXT_BATCH = 128  # texts per encoder call (padded): one compiled program for any vocabulary
-
-
-def split_synonyms(entry: str | Sequence[str]) -> tuple[str, ...]:
-    """"cat, cats,kitty" -> ("cat", "cats", "kitty") (the original's split: ", " -> ",", then ",")."""
-    if isinstance(entry, str):
-        parts = entry.replace(", ", ",").split(",")
-    else:
-        parts = list(entry)
-    return tuple(parts)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -98,12 +90,29 @@ def _normalize(x, eps=1e-12):
 # ---------------------------------------------------------------- pure, jitted functions
 
 
-@functools.partial(jax.jit, static_argnames=("graph", "all_stages"))
-def dense_features_fn(params, images, *, graph, all_stages=False):
-    """(B, H, W, 3) -> (B, H/32, W/32, C) trunk output (or every stage's output)."""
-    model = nnx.merge(graph, params)
-    outs = model.visual.trunk.stage_outputs(images)  # the convs cast to the compute dtype
-    return tuple(o.astype(jnp.float32) for o in outs) if all_stages else outs[-1].astype(jnp.float32)
+def dense_map(model: OpenCLIP, images, *, size=None, normalize=None, all_stages=False):
+    """(B, H, W, 3) -> the trunk's output (B, h, w, C) float32 (or every stage's output).
+
+    Each image is resized bilinearly to `size` (if given) and, with `normalize` = (mean, std),
+    standardised (the original does neither). One image at a time (`lax.map`): at 2048 x 2048 a
+    ConvNeXt-L stage holds ~1 GB of activations per image, and one image is enough work for an
+    accelerator (benchmarks/labelling.py).
+    """
+    def one(image):
+        image = image.astype(jnp.float32)
+        if size is not None:
+            image = resize_bilinear(image, tuple(size))
+        if normalize is not None:
+            image = (image - jnp.asarray(normalize[0])) / jnp.asarray(normalize[1])
+        outs = tuple(o[0].astype(jnp.float32) for o in model.visual.trunk.stage_outputs(image[None]))
+        return outs if all_stages else outs[-1]
+
+    return jax.lax.map(one, images)
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "normalize", "all_stages"))
+def dense_features_fn(params, images, *, graph, normalize=None, all_stages=False):
+    return dense_map(nnx.merge(graph, params), images, normalize=normalize, all_stages=all_stages)
 
 
 def pool_masks(dense, masks, num_segments: int):
@@ -162,19 +171,14 @@ class ClipModel:
     """A loaded open_clip ConvNeXt CLIP: explicit parameters, jitted pure functions."""
 
     def __init__(self, graph, params, config: OpenCLIPConfig, *, normalize_input: bool = False,
-                 tokenizer: ClipTokenizer | None = None, source: str = ""):
+                 tokenizer: ClipTokenizer | None = None):
         self.graph, self.params, self.config = graph, params, config
         self.normalize_input = normalize_input
         self.tokenizer = tokenizer or ClipTokenizer(config.text.max_position_embeddings)
-        self.source = source
 
     @property
     def embed_dim(self) -> int:
         return self.config.embed_dim
-
-    @property
-    def stride(self) -> int:
-        return self.config.trunk.stride
 
     @property
     def logit_scale(self):
@@ -182,20 +186,24 @@ class ClipModel:
         var = self.params["logit_scale"]
         return jnp.asarray(var.get_value() if hasattr(var, "get_value") else var.value)
 
-    def prepare(self, images):
-        """Images as CLIP sees them: as given (the original), or with CLIP's mean/std."""
+    def normalization(self, enabled: bool | None = None):
+        """(mean, std) when CLIP is to see standardised pixels, else None (the original)."""
+        enabled = self.normalize_input if enabled is None else enabled
+        return (tuple(self.config.mean), tuple(self.config.std)) if enabled else None
+
+    def _images(self, images):
         images = jnp.asarray(images, jnp.float32)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be (B, H, W, 3), got shape {images.shape}")
-        if self.normalize_input:
-            images = (images - jnp.asarray(self.config.mean)) / jnp.asarray(self.config.std)
         return images
 
     def dense_features(self, images):
-        return dense_features_fn(self.params, self.prepare(images), graph=self.graph)
+        return dense_features_fn(self.params, self._images(images), graph=self.graph,
+                                 normalize=self.normalization())
 
     def stage_features(self, images) -> tuple:
-        return dense_features_fn(self.params, self.prepare(images), graph=self.graph, all_stages=True)
+        return dense_features_fn(self.params, self._images(images), graph=self.graph,
+                                 normalize=self.normalization(), all_stages=True)
 
     def segment_embeddings(self, dense, masks, *, num_segments: int):
         dense, masks = jnp.asarray(dense), jnp.asarray(masks)
@@ -267,4 +275,4 @@ def load_clip(model: str | Path = DEFAULT_CLIP, *, dtype=jnp.float32, param_dtyp
     graph, params = ckpt.load_module(
         lambda r: OpenCLIP(cfg, numerics=numerics, rngs=r), OpenCLIPSource(files.source()),
         ignore=IGNORE_PATTERNS, part=str(files.weights))
-    return ClipModel(graph, params, cfg, normalize_input=normalize_input, source=str(model))
+    return ClipModel(graph, params, cfg, normalize_input=normalize_input)

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffcut_jax.clip_model import ClipModel, TextClassifier, class_logits, embed_segments, load_clip
-from diffcut_jax.image_ops import resize_bilinear
+from diffcut_jax.clip_model import (ClipModel, TextClassifier, class_logits, dense_map,
+                                    embed_segments, load_clip)
 from diffcut_jax.segmentation import _option, working_size
 from diffcut_jax.vocabulary import Vocabulary, parse_vocabulary
 
@@ -76,16 +76,7 @@ def label_segments(params, images, masks, classifier: TextClassifier, logit_scal
     `size`: CLIP's working size (static); `normalize`: (mean, std) or None (as the original).
     """
     model = nnx.merge(graph, params)
-
-    def dense_one(image):
-        image = resize_bilinear(image.astype(jnp.float32), tuple(size))
-        if normalize is not None:
-            image = (image - jnp.asarray(normalize[0])) / jnp.asarray(normalize[1])
-        return model.visual.trunk(image[None])[0]
-
-    # One image at a time: at 2048 x 2048 a ConvNeXt-L stage alone holds ~1 GB of activations
-    # per image, and one image is enough work for an accelerator (benchmarks/labelling.py).
-    dense = jax.lax.map(dense_one, images)
+    dense = dense_map(model, images, size=size, normalize=normalize)
     emb = embed_segments(model, dense, masks, num_segments)
     probs = jax.nn.softmax(class_logits(emb, classifier, logit_scale), axis=-1)
     seg_class = jnp.argmax(probs, axis=-1).astype(jnp.int32)
@@ -131,10 +122,9 @@ class Labeller:
 
     def step(self, num_segments: int, size):
         """The jitted pure step for a capacity and a CLIP size (for composing into programs)."""
-        cfg = self.clip.config
-        normalize = (tuple(cfg.mean), tuple(cfg.std)) if self.normalize_input else None
         return functools.partial(_label_fn, graph=self.clip.graph, num_segments=int(num_segments),
-                                 size=tuple(size), normalize=normalize)
+                                 size=tuple(size),
+                                 normalize=self.clip.normalization(self.normalize_input))
 
     def __call__(self, images, masks, *, num_segments: int | None = None) -> Labelling:
         """images (B, H, W, 3) (or (H, W, 3)) in [0, 1]; masks (B, H', W') segment ids from 0.

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 PRESETS = ("voc20", "context59", "coco_object")
 
@@ -37,6 +38,14 @@ class Vocabulary:
         return len(self.classes)
 
 
+def split_synonyms(entry: str | Sequence[str]) -> tuple[str, ...]:
+    """"cat, cats,kitty" -> ("cat", "cats", "kitty"): the original's split (", " -> ",", then
+    ","); a sequence of synonyms is kept as it is."""
+    if isinstance(entry, str):
+        return tuple(entry.replace(", ", ",").split(","))
+    return tuple(entry)
+
+
 @functools.cache
 def _presets() -> dict:
     text = resources.files("diffcut_jax").joinpath("assets", "openvocab_class_names.json").read_text()
@@ -47,7 +56,7 @@ def preset(name: str) -> Vocabulary:
     if name not in PRESETS:
         raise ValueError(f"unknown vocabulary preset {name!r}; presets: {', '.join(PRESETS)}")
     entry = _presets()[name]
-    classes = tuple(tuple(c.replace(", ", ",").split(",")) for c in entry["classes"])
+    classes = tuple(split_synonyms(c) for c in entry["classes"])
     assert len(classes) == entry["num_classes"], name
     return Vocabulary(classes, name)
 

@@ -31,6 +31,11 @@ from . import common
 FLAGS = flags.FLAGS
 
 
+def _default_clip():
+    from diffcut_jax.clip_model import DEFAULT_CLIP
+    return DEFAULT_CLIP
+
+
 def _label_options():
     from diffcut_jax.labelling import LabelOptions
     return LabelOptions
@@ -39,7 +44,7 @@ def _label_options():
 flags.DEFINE_string("output_dir", None, "Where the outputs go (created if needed).")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs exist.")
 flags.DEFINE_integer("max_pixels", 178_956_970, "Larger images are skipped.")
-flags.DEFINE_string("clip_model", "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
+flags.DEFINE_string("clip_model", _default_clip(),
                     "With --vocabulary: open_clip ConvNeXt CLIP, a hub id or a local directory "
                     "(open_clip_config.json + open_clip_model.safetensors).")
 common.define_model_flags()

@@ -2,6 +2,11 @@
 
 PAMR (Araslanov & Roth, 2020) propagates the one-hot masks over a local, colour-driven affinity:
 for each dilation d, the 8 neighbours at d * (dy, dx) (replicate padding).
+
+Each label channel propagates on its own over the same affinity, so `refine` propagates a block
+of channels at a time and keeps a running argmax (`label_blocks.blockwise_argmax`), looping over
+the batch's actual label count: memory is one block of channels plus the affinity, never
+(labels x neighbours x pixels), and time follows the segments.
 """
 from __future__ import annotations
 
@@ -12,38 +17,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffcut_jax.batching import merge_vmap
 from diffcut_jax.image_ops import resize_bilinear
+from diffcut_jax.label_blocks import blockwise_argmax, labels_per_block
 
 _OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
 
 
-def _shift(x: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
-    """x(p + (dy, dx)) for x (..., H, W), replicate padding."""
+def _neighbours(x: jnp.ndarray, dilations: Sequence[int]) -> list[jnp.ndarray]:
+    """x(p + d * (dy, dx)) for x (..., H, W), replicate padding: the P = 8 * len(dilations)
+    neighbours, dilation-major. One edge padding by the largest dilation, then static slices of
+    it: XLA fuses the slices into the consumer, so the callers sum the list term by term and only
+    the padded copy is materialised (a stack, or one pad or gather per neighbour, would hold
+    P copies)."""
     h, w = x.shape[-2:]
-    rows = jnp.clip(jnp.arange(h) + dy, 0, h - 1)
-    cols = jnp.clip(jnp.arange(w) + dx, 0, w - 1)
-    return x[..., rows, :][..., :, cols]
-
-
-def _neighbours(x: jnp.ndarray, dilations: Sequence[int]) -> jnp.ndarray:
-    """(..., H, W) -> (..., P, H, W), P = 8 * len(dilations)."""
-    return jnp.stack(
-        [_shift(x, d * dy, d * dx) for d in dilations for dy, dx in _OFFSETS], axis=-3
-    )
+    r = max(dilations)
+    padded = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(r, r), (r, r)], mode="edge")
+    return [padded[..., r + d * dy: r + d * dy + h, r + d * dx: r + d * dx + w]
+            for d in dilations for dy, dx in _OFFSETS]
 
 
 def pamr_affinity(image: jnp.ndarray, dilations: Sequence[int]) -> jnp.ndarray:
     """(H, W, 3) image -> (P, H, W) softmax affinities over the P neighbours."""
     x = jnp.moveaxis(image.astype(jnp.float32), -1, 0)  # (3, H, W)
-    neigh = _neighbours(x, dilations)  # (3, P, H, W)
+    neigh = _neighbours(x, dilations)
     # Unbiased std over the 9 * len(dilations) values: the 8 neighbours plus the centre once
     # per dilation.
-    centre = jnp.broadcast_to(x[:, None], (x.shape[0], len(dilations)) + x.shape[1:])
-    samples = jnp.concatenate([neigh, centre], axis=1)
-    std = jnp.std(samples, axis=1, ddof=1, keepdims=True)
-    aff = -jnp.abs(neigh - x[:, None]) / (1e-8 + 0.1 * std)
-    aff = jnp.mean(aff, axis=0)
-    return jax.nn.softmax(aff, axis=0)
+    n = len(neigh) + len(dilations)
+    mean = (sum(neigh) + len(dilations) * x) / n
+    var = (sum(jnp.square(v - mean) for v in neigh) + len(dilations) * jnp.square(x - mean)) / (n - 1)
+    scale = 1e-8 + 0.1 * jnp.sqrt(var)
+    logits = jnp.stack([jnp.mean(-jnp.abs(v - x) / scale, axis=0) for v in neigh])
+    return jax.nn.softmax(logits, axis=0)
 
 
 def dense_ranks(masks: jnp.ndarray, num_labels: int) -> jnp.ndarray:
@@ -66,18 +71,27 @@ def _static_num_labels(masks, num_labels, caller: str) -> int:
         ) from None
 
 
-def _pamr_single(image, masks, num_iter, dilations, num_labels):
+def _propagate(masks, aff, num_iter: int, dilations):
+    """`num_iter` PAMR steps of soft masks (..., K, H, W) over the affinity (..., P, H, W)."""
+    def step(_, m):
+        terms = zip(_neighbours(m, dilations), jnp.unstack(aff, axis=-3))
+        return sum(v * a[..., None, :, :] for v, a in terms)
+
+    return jax.lax.fori_loop(0, num_iter, step, masks)
+
+
+def _prepare(image, masks, dilations, num_labels):
+    """One image: the affinity at the masks' size and the masks' dense ranks."""
     h, w = masks.shape
     if image.shape[:2] != (h, w):
         image = resize_bilinear(image.astype(jnp.float32), (h, w))
-    ranks = dense_ranks(masks.astype(jnp.int32), num_labels)
+    return pamr_affinity(image, dilations), dense_ranks(masks.astype(jnp.int32), num_labels)
+
+
+def _pamr_single(image, masks, num_iter, dilations, num_labels):
+    aff, ranks = _prepare(image, masks, dilations, num_labels)
     soft = jnp.moveaxis(jax.nn.one_hot(ranks, num_labels, dtype=jnp.float32), -1, 0)
-    aff = pamr_affinity(image, dilations)
-
-    def step(_, m):
-        return jnp.sum(_neighbours(m, dilations) * aff[None], axis=1)
-
-    return jax.lax.fori_loop(0, num_iter, step, soft)
+    return _propagate(soft, aff, num_iter, dilations)
 
 
 def pamr(
@@ -136,21 +150,52 @@ def refine(
     dilations: Sequence[int] = (1, 2, 4, 8),
     *,
     num_labels: int | None = None,
+    block: int | None = None,
 ) -> jnp.ndarray:
     """The evaluation's refinement: PAMR, argmax, then a 3 x 3 median filter.
+
+    `num_labels` bounds the number of distinct labels (static; as for `pamr`). The channels are
+    propagated `block` at a time (static; default `label_blocks.labels_per_block` of the batch's
+    pixels) with a running argmax, for ceil(distinct labels / block) blocks: memory and time
+    follow the labels present, not `num_labels`, and the result does not depend on `block`
+    (except where channels tie exactly and round-off decides).
 
     Returns int32 labels of the masks' shape; values are indices into the sorted distinct input
     labels (so consecutive input labels from 0 keep their values).
     """
     dilations = tuple(int(d) for d in dilations)
+    if masks.ndim not in (2, 3) or image.ndim != masks.ndim + 1 or image.shape[-1] != 3:
+        raise ValueError(f"refine: image (H, W, 3) and masks (h, w), or batches of both, got "
+                         f"{image.shape} and {masks.shape}")
+    if block is not None and int(block) < 1:
+        raise ValueError(f"refine: block must be >= 1, got {block}")
     k = _static_num_labels(masks, num_labels, "refine")
-    return _refine_jit(image, masks, num_iter=int(num_iter), dilations=dilations, num_labels=k)
+    block = None if block is None else int(block)
+    fn = functools.partial(_refine_jit, num_iter=int(num_iter), dilations=dilations,
+                           num_labels=k, block=block)
+    return fn(image, masks) if masks.ndim == 3 else fn(image[None], masks[None])[0]
 
 
-@functools.partial(jax.jit, static_argnames=("num_iter", "dilations", "num_labels"))
-def _refine_jit(image, masks, *, num_iter, dilations, num_labels):
-    soft = pamr(image, masks, num_iter, dilations, num_labels=num_labels)
-    labels = jnp.argmax(soft, axis=-3).astype(jnp.int32)
-    if labels.ndim == 3:
-        return jax.vmap(median3x3)(labels)
-    return median3x3(labels)
+def _refine_batch(images, masks, *, num_iter, dilations, num_labels, block):
+    """(B, H, W, 3), (B, h, w) -> (B, h, w): PAMR on blocks of label channels for the whole batch,
+    running argmax, 3 x 3 median."""
+    b, h, w = masks.shape
+    # The affinity one image at a time (its logits and softmax would otherwise both be live for
+    # the whole batch: 4 GiB at batch 16, 1024 x 1024, 4 dilations); propagation runs batched.
+    aff, ranks = jax.lax.map(
+        lambda xs: _prepare(*xs, dilations=dilations, num_labels=num_labels), (images, masks))
+    if block is None:
+        block = labels_per_block(b * h * w, num_labels)
+
+    def scores(k0):  # (B, block, h, w): the propagated one-hot channels k0 .. k0 + block - 1
+        onehot = (ranks[:, None] == (k0 + jnp.arange(block))[:, None, None]).astype(jnp.float32)
+        return _propagate(onehot, aff, num_iter, dilations)
+
+    labels = blockwise_argmax(scores, jnp.max(ranks) + 1, block, (b, h, w), axis=1)
+    return jax.vmap(median3x3)(labels)
+
+
+@functools.partial(jax.jit, static_argnames=("num_iter", "dilations", "num_labels", "block"))
+def _refine_jit(images, masks, *, num_iter, dilations, num_labels, block):
+    return merge_vmap(functools.partial(_refine_batch, num_iter=num_iter, dilations=dilations,
+                                        num_labels=num_labels, block=block))(images, masks)

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 
 from diffcut_jax.autosc import autosc
-from diffcut_jax.buckets import smallest_bucket
 from diffcut_jax.concepts import assign_concepts
 from diffcut_jax.extractor import extract
 from diffcut_jax.image_ops import nearest_exact_indices, resize_bilinear
@@ -113,18 +112,11 @@ def coarse_segments(feats, tau, alpha, options: SegmenterOptions):
 def refine_masks(images, masks, *, options: SegmenterOptions, num_labels: int):
     """PAMR + argmax + median (`pamr.refine`) of a batch of masks with values in [0, num_labels).
 
-    PAMR needs a static channel count, but the label count is known only at run time: the labels
-    are made consecutive (the output, indices into the sorted distinct labels, is unchanged) and
-    the smallest channel bucket that holds the batch's largest count is used (one branch per batch).
+    The label channels are propagated a block at a time for the batch's actual label count, so
+    neither memory nor time depends on the capacity `num_labels`.
     """
-    masks = jax.vmap(functools.partial(consecutive, num_labels=num_labels))(masks)
-    buckets = tuple(sorted({c for c in (8, 32, 128) if c < num_labels} | {num_labels}))
-    branches = [
-        functools.partial(refine, num_iter=options.pamr_num_iter,
-                          dilations=options.pamr_dilations, num_labels=c)
-        for c in buckets
-    ]
-    return smallest_bucket(jnp.max(masks) + 1, buckets, branches, images, masks)
+    return refine(images, masks, options.pamr_num_iter, options.pamr_dilations,
+                  num_labels=num_labels)
 
 
 def predict_masks(params, images, noise, tau, alpha, *, model: FeatureModel,

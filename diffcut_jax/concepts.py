@@ -72,7 +72,7 @@ def assign_concepts(
       labels: (h, w) or (B, h, w) int labels, consecutive from 0 (as `recursive_ncut` returns).
       size: output (height, width), static.
       block: segments scored per step (static). Default: `label_blocks.labels_per_block` of the
-        batch's output pixels (at most 16; 2 at batch 16 and 1024 x 1024). The loop runs
+        batch's output pixels (at most 8; 4 at batch 16 and 1024 x 1024). The loop runs
         ceil((max(labels) + 1) / block) steps for the whole batch. The result does not depend on
         `block`, except where two segments tie exactly and round-off decides.
 

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 
 # Scores of one block, summed over the batch, stay within this many float32 elements (256 MiB).
 BLOCK_ELEMENTS = 1 << 26
-# More labels per block than this only adds work when images have few segments (the usual case).
-MAX_BLOCK = 16
+# More labels per block than this only adds work when images have few segments (3-50 is usual);
+# 8 is also the previous release's smallest label bucket.
+MAX_BLOCK = 8
 
 
 def labels_per_block(pixels: int, capacity: int, max_block: int = MAX_BLOCK) -> int:

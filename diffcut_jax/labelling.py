@@ -93,6 +93,13 @@ def label_segments(params, images, masks, classifier: TextClassifier, logit_scal
 _label_fn = jax.jit(label_segments, static_argnames=("graph", "num_segments", "size", "normalize"))
 
 
+def label_step(graph, num_segments: int, size, normalize=None):
+    """The jitted pure step `(params, images, masks, classifier, logit_scale) -> ...` of
+    `label_segments` for one CLIP graph, capacity, CLIP size and normalisation (cached)."""
+    return functools.partial(_label_fn, graph=graph, num_segments=int(num_segments),
+                             size=tuple(size), normalize=normalize)
+
+
 class Labeller:
     """A CLIP model and a vocabulary's text classifier (computed once); callable on images and
     their segment maps."""
@@ -122,9 +129,8 @@ class Labeller:
 
     def step(self, num_segments: int, size):
         """The jitted pure step for a capacity and a CLIP size (for composing into programs)."""
-        return functools.partial(_label_fn, graph=self.clip.graph, num_segments=int(num_segments),
-                                 size=tuple(size),
-                                 normalize=self.clip.normalization(self.normalize_input))
+        return label_step(self.clip.graph, num_segments, size,
+                          self.clip.normalization(self.normalize_input))
 
     def __call__(self, images, masks, *, num_segments: int | None = None) -> Labelling:
         """images (B, H, W, 3) (or (H, W, 3)) in [0, 1]; masks (B, H', W') segment ids from 0.

@@ -44,7 +44,7 @@ def test_loop_runs_once_per_block_of_present_labels():
 
 
 def test_block_size_follows_the_pixels():
-    assert labels_per_block(16 * 1024 * 1024, 1024) == 4
+    assert labels_per_block(16 * 1024 * 1024, 1024) == 4  # 256 MiB of scores
     assert labels_per_block(1024 * 1024, 1024) == MAX_BLOCK
     assert labels_per_block(64, 5) == 4  # never above the capacity
     assert labels_per_block(BLOCK_ELEMENTS * 2, 1024) == 1

@@ -68,6 +68,34 @@ def refine_merged_histograms(images, masks, mapping, labels, *, options: Segment
     return hist[:, 1:], num_pred
 
 
+def device_steps(model: FeatureModel, benchmark: Benchmark, options: SegmenterOptions, *, mesh,
+                 mask_size, rows: int, columns: int, feature_batch: int | None):
+    """The evaluator's jitted device programs, `shard_map`ped over `mesh` (batch split, the rest
+    replicated): `predict(params, images, labels, noise, tau, alpha)` and, for refinement on a
+    background dataset (the merge needs a host matching first), `refine(images, masks, mapping,
+    labels)`, else None. Pure: `benchmarks/memory_analysis.py` builds them on abstract weights.
+
+    `feature_batch`: features in fixed chunks of this many images (the last one padded), so that
+    results do not depend on the per-device batch or the device count. None: the whole batch.
+    """
+    refine_after_merge = options.refinement and benchmark.background
+    step = functools.partial(
+        predict_histograms, model=model, options=options.static, mask_size=tuple(mask_size),
+        rows=rows, columns=columns, refine_now=options.refinement and not benchmark.background,
+        feature_batch=feature_batch)
+    batch = P(DATA_AXIS)
+    predict = jax.jit(jax.shard_map(
+        step, mesh=mesh, in_specs=(P(), batch, batch, P(), P(), P()),
+        out_specs=(batch, batch, batch), check_vma=False))
+    if not refine_after_merge:
+        return predict, None
+    second = functools.partial(refine_merged_histograms, options=options,
+                               num_classes=benchmark.num_classes, columns=columns)
+    refine = jax.jit(jax.shard_map(
+        second, mesh=mesh, in_specs=(batch,) * 4, out_specs=(batch, batch), check_vma=False))
+    return predict, refine
+
+
 @dataclass
 class EvalResult:
     benchmark: Benchmark
@@ -123,27 +151,10 @@ class Evaluator:
 
     def _build_steps(self, feature_batch):
         """The jitted, `shard_map`ped device steps (`_predict`, and `_refine` where needed)."""
-        options, benchmark = self.options, self.benchmark
-        refine_after_merge = options.refinement and benchmark.background
-        # Features in fixed chunks of `feature_batch` images (the last one padded): results then
-        # do not depend on the per-device batch or the device count. None: the whole batch.
-        step = functools.partial(
-            predict_histograms, model=FeatureModel.of(self.extractor), options=options.static,
+        self._predict, self._refine = device_steps(
+            FeatureModel.of(self.extractor), self.benchmark, self.options, mesh=self.mesh,
             mask_size=self.mask_size, rows=self.rows, columns=self.columns,
-            refine_now=options.refinement and not benchmark.background,
-            feature_batch=feature_batch,
-        )
-        batch = P(DATA_AXIS)
-        self._predict = jax.jit(jax.shard_map(
-            step, mesh=self.mesh, in_specs=(P(), batch, batch, P(), P(), P()),
-            out_specs=(batch, batch, batch), check_vma=False))
-        self._refine = None
-        if refine_after_merge:
-            second = functools.partial(refine_merged_histograms, options=options,
-                                       num_classes=benchmark.num_classes, columns=self.columns)
-            self._refine = jax.jit(jax.shard_map(
-                second, mesh=self.mesh, in_specs=(batch,) * 4, out_specs=(batch, batch),
-                check_vma=False))
+            feature_batch=feature_batch)
 
     @property
     def num_devices(self) -> int:

@@ -55,6 +55,19 @@ def predict_confusion(params, clip_params, images, labels, noise, tau, alpha, cl
     return hist
 
 
+def confusion_step(model: FeatureModel, options: SegmenterOptions, label_step, *, mesh, mask_size,
+                   num_classes: int, feature_batch: int | None):
+    """The jitted device program, `shard_map`ped over `mesh`: (params, clip_params, images,
+    labels, noise, tau, alpha, classifier, logit_scale) -> (b, n, n) confusion matrices."""
+    step = functools.partial(
+        predict_confusion, model=model, options=options.static, mask_size=tuple(mask_size),
+        label_step=label_step, num_classes=num_classes, feature_batch=feature_batch)
+    batch = P(DATA_AXIS)
+    return jax.jit(jax.shard_map(
+        step, mesh=mesh, in_specs=(P(), P(), batch, batch, P(), P(), P(), P(), P()),
+        out_specs=batch, check_vma=False))
+
+
 def image_confusion_scores(hist: np.ndarray):
     """tp, fp, fn per class, valid pixels and the image's Jaccard index (torchmetrics' macro
     JaccardIndex on one image: the mean IoU of the classes in its prediction or ground truth)."""
@@ -95,16 +108,11 @@ class OpenVocabEvaluator(Evaluator):
     def _build_steps(self, feature_batch):
         size = (self.options.image_size, self.options.image_size)
         h, w, _ = self.extractor.feature_shape_for(size)
-        clip_size = self.labeller.working_size(*size)
-        step = functools.partial(
-            predict_confusion, model=FeatureModel.of(self.extractor), options=self.options.static,
+        label_step = self.labeller.step(h * w, self.labeller.working_size(*size))
+        self._predict = confusion_step(
+            FeatureModel.of(self.extractor), self.options, label_step, mesh=self.mesh,
             mask_size=self.mask_size, num_classes=self.benchmark.num_classes,
-            label_step=self.labeller.step(h * w, clip_size),
             feature_batch=feature_batch)
-        batch = P(DATA_AXIS)
-        self._predict = jax.jit(jax.shard_map(
-            step, mesh=self.mesh, in_specs=(P(), P(), batch, batch, P(), P(), P(), P(), P()),
-            out_specs=batch, check_vma=False))
         self._refine = None
 
     def _dispatch(self, dev: dict):

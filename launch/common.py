@@ -124,6 +124,20 @@ def clip_loading_message(clip_model, vocabulary) -> str:
             f"{len(VILD_TEMPLATES)} templates)\n")
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is XLA's allocation failure (device memory, or host memory on a CPU)."""
+    text = str(err)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
+
+
+def out_of_memory_message(program: str, details: str, advice: str) -> str:
+    """One line: which program ran out of memory, on what, at which sizes, and what to lower."""
+    import jax
+
+    dev = jax.devices()[0]
+    return f"out of memory on {dev.platform} ({dev.device_kind}) in {program} ({details}): {advice}"
+
+
 def model_error_exit(err: Exception) -> int:
     sys.stderr.write(f"error: {err}\n")
     return 2

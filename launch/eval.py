@@ -181,6 +181,21 @@ def make_evaluator(cfg, bench):
                      feature_batch=cfg.feature_batch or None)
 
 
+def out_of_memory_message(cfg) -> str:
+    """Which evaluator program ran out of memory, at which sizes, and what to lower."""
+    seg = cfg.segmentation
+    s, m = seg.image_size, cfg.mask_size
+    details = (f"per-device batch {cfg.per_device_batch_size}, images {s} x {s}, masks {m} x {m}, "
+               f"PAMR {'on' if seg.refinement else 'off'}, features in chunks of "
+               f"{cfg.feature_batch or cfg.per_device_batch_size}")
+    advice = (f"lower --config.per_device_batch_size (now {cfg.per_device_batch_size}) or "
+              f"--config.feature_batch (now {cfg.feature_batch})")
+    if is_openvocab(cfg):
+        details += f", CLIP at {cfg.openvocab.clip_image_size or s}"
+        advice += ", or --config.openvocab.clip_image_size"
+    return common.out_of_memory_message(f"the {cfg.benchmark} evaluator step", details, advice)
+
+
 def is_openvocab(cfg) -> bool:
     """Open-vocabulary configs (`openvoc_*`) carry `config.openvocab`."""
     return "openvocab" in cfg
@@ -257,10 +272,16 @@ def run(args: list[str]) -> int:
         f"process(es), batch {batch_size} per process; model loaded in "
         f"{time.perf_counter() - t0:.1f} s\n")
     progress = common.Progress(local_total)
-    result = evaluator.evaluate(
-        batches_from_tf(dataset),
-        on_image=lambda _id, acc: progress.update("ok", f"mIoU {100 * acc.miou():.1f}%"),
-        prefetch=cfg.prefetch)
+    try:
+        result = evaluator.evaluate(
+            batches_from_tf(dataset),
+            on_image=lambda _id, acc: progress.update("ok", f"mIoU {100 * acc.miou():.1f}%"),
+            prefetch=cfg.prefetch)
+    except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+        if not common.is_out_of_memory(e):
+            raise
+        sys.stderr.write("\nerror: " + out_of_memory_message(cfg) + "\n")
+        return 1
     if result.accumulator.images != total:
         sys.stderr.write(f"error: evaluated {result.accumulator.images} of {total} images\n")
         return 1

@@ -88,6 +88,13 @@ def write_classes(paths, source: Path, image, named, vocabulary) -> dict:
     return {"png": png.name, "json": js.name, "overlay": overlay.name, "present": len(present)}
 
 
+def _record_failure(summary: Path, source: Path, message: str, **written) -> None:
+    """Say why an image failed (stderr and summary.jsonl); outputs already written stay."""
+    sys.stderr.write(f"\nerror: {source}: {message}\n")
+    with open(summary, "a") as fh:
+        fh.write(json.dumps({"input": str(source), "error": message, **written}) + "\n")
+
+
 def run(inputs: list[str]) -> int:
     from diffcut_jax import imageio
     from diffcut_jax.hub import ModelNotAvailableError
@@ -168,7 +175,23 @@ def run(inputs: list[str]) -> int:
             continue
         decode_s = time.perf_counter() - t
         t = time.perf_counter()
-        labels = np.asarray(seg(image))
+        size = seg.working_size(*image.shape[:2])
+        try:
+            labels = np.asarray(seg(image))
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not common.is_out_of_memory(e):
+                raise
+            opts = seg.options
+            msg = common.out_of_memory_message(
+                "the DiffCut batch function",
+                f"batch 1, working size {size[0]} x {size[1]}, "
+                f"refinement {'on' if opts.refinement else 'off'}",
+                f"lower --image_size (now {opts.image_size})"
+                + (", or leave out --refinement" if opts.refinement else ""))
+            _record_failure(summary, f, msg)
+            failed += 1
+            progress.update("failed")
+            continue
         run_s = time.perf_counter() - t
         t = time.perf_counter()
         imageio.write_labels_png(labels_path, labels)
@@ -177,7 +200,20 @@ def run(inputs: list[str]) -> int:
         classes = None
         if labeller is not None:
             t = time.perf_counter()
-            named = labeller(image, labels)
+            try:
+                named = labeller(image, labels)
+            except Exception as e:  # noqa: BLE001 - as above
+                if not common.is_out_of_memory(e):
+                    raise
+                clip = labeller.working_size(*image.shape[:2])
+                msg = common.out_of_memory_message(
+                    "the labelling step", f"batch 1, CLIP at {clip[0]} x {clip[1]}, masks "
+                    f"{labels.shape[0]} x {labels.shape[1]}, {int(labels.max()) + 1} segments",
+                    f"lower --clip_image_size (now {label_opts.clip_image_size or 'the working size'})")
+                _record_failure(summary, f, msg, labels=labels_path.name, overlay=overlay_path.name)
+                failed += 1
+                progress.update("failed")
+                continue
             label_s = time.perf_counter() - t
             classes = write_classes(class_paths, f, image, named, vocabulary)
             classes["seconds"] = round(label_s, 4)

@@ -36,7 +36,9 @@ def labels_per_block(pixels: int, capacity: int, max_block: int = MAX_BLOCK) -> 
 
 def blockwise_argmax(block_scores: Callable, num_labels, block: int, shape, axis: int = -1):
     """argmax over labels [0, num_labels) of the scores that `block_scores(k0)` returns for labels
-    k0 .. k0 + block - 1 along `axis` (entries of labels >= num_labels must score -inf).
+    k0 .. k0 + block - 1 along `axis`. Entries of labels >= num_labels (the last block's padding)
+    must never beat a real label: -inf for the assignment; zero for PAMR, whose real channels are
+    positive (one-hot masks propagated by softmax weights sum to 1 at every pixel).
 
     `num_labels` may be traced: the loop then runs `ceil(num_labels / block)` times. `shape` is
     the shape of the result (the scores without `axis`). Returns int32 label indices.

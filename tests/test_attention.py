@@ -40,16 +40,40 @@ def test_vae_mid_block_attention_chunked_equals_unchunked():
 
 
 def test_auto_choice(monkeypatch):
+    from types import SimpleNamespace
+
     kw = dict(head_dim=64, queries=4096, keys=4096, heads=10)
     assert resolve_attention("auto", dtype=jnp.float32, **{**kw, "queries": 16}) == "xla"
     assert resolve_attention("auto", dtype=jnp.float32, **kw) == "chunked"
     assert resolve_attention("xla", dtype=jnp.float32, **kw) == "xla"
-    monkeypatch.setattr(layers.jax, "default_backend", lambda: "gpu")
+    assert resolve_attention("auto", dtype=jnp.bfloat16, **kw) == "chunked"  # CPU: no cuDNN
+    with pytest.raises(ValueError, match="'cudnn' cannot run: it needs an NVIDIA GPU, and this "
+                                         "device is cpu"):
+        resolve_attention("cudnn", dtype=jnp.bfloat16, **kw)
+    ampere = SimpleNamespace(platform="gpu", compute_capability="8.0")
+    hopper = SimpleNamespace(platform="gpu", compute_capability="9.0")
+    monkeypatch.setattr(layers, "_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(layers.jax, "devices", lambda: [ampere])
     assert resolve_attention("auto", dtype=jnp.bfloat16, **kw) == "cudnn"
     assert resolve_attention("auto", dtype=jnp.float16, **kw) == "cudnn"
     assert resolve_attention("auto", dtype=jnp.float32, **kw) == "chunked"  # cuDNN: no fp32
     assert resolve_attention("auto", dtype=jnp.bfloat16, **{**kw, "head_dim": 12}) == "chunked"
+    # SD 1.4's deepest level: head dim 160 runs on Hopper only.
+    sd14 = {**kw, "head_dim": 160}
+    assert resolve_attention("auto", dtype=jnp.bfloat16, **sd14) == "chunked"
+    with pytest.raises(ValueError, match=r"head dim 160 must be a multiple of 8 and at most 128 on "
+                                         r"this GPU \(compute capability 8.0\) \(256 from Hopper"):
+        resolve_attention("cudnn", dtype=jnp.bfloat16, **sd14)
+    monkeypatch.setattr(layers.jax, "devices", lambda: [hopper])
+    assert resolve_attention("auto", dtype=jnp.bfloat16, **sd14) == "cudnn"
+    assert resolve_attention("cudnn", dtype=jnp.bfloat16, **sd14) == "cudnn"
     assert resolve_attention("auto", dtype=jnp.bfloat16, **{**kw, "head_dim": 512}) == "chunked"
+    with pytest.raises(ValueError, match="float32"):
+        resolve_attention("cudnn", dtype=jnp.float32, **kw)
+    monkeypatch.setattr(layers, "_cudnn_version", lambda: None)
+    assert resolve_attention("auto", dtype=jnp.bfloat16, **kw) == "chunked"
+    with pytest.raises(ValueError, match="cuDNN is not detected"):
+        resolve_attention("cudnn", dtype=jnp.bfloat16, **kw)
     with pytest.raises(ValueError, match="attention must be one of"):
         Numerics(attention="flash")
 

@@ -122,17 +122,53 @@ class Downsample2D(nnx.Module):
 _MATERIALISE_LIMIT = 2**22
 
 
+def _cudnn_version() -> int | None:
+    """The cuDNN version JAX was built against and found (e.g. 91000), or None if absent."""
+    try:  # JAX's own probe; private, so any failure means "not detected"
+        from jax._src.lib import cuda_versions
+        return None if cuda_versions is None else int(cuda_versions.cudnn_get_version())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def cudnn_attention_unsupported(dtype, head_dim: int, *, device=None,
+                                cudnn_version: int | None = None) -> str | None:
+    """Why cuDNN's fused attention cannot run here (None if it can): an NVIDIA GPU with cuDNN,
+    bf16/fp16, head dim a multiple of 8 and at most 128, or 256 on Hopper and later (compute
+    capability 9.0+). The same rules as JAX's own check, which raises only when the kernel runs.
+    `device` and `cudnn_version` default to the first device and the detected cuDNN."""
+    device = jax.devices()[0] if device is None else device
+    if device.platform != "gpu" or not hasattr(device, "compute_capability"):
+        return f"it needs an NVIDIA GPU, and this device is {device.platform}"
+    version = _cudnn_version() if cudnn_version is None else cudnn_version
+    if version is None:
+        return "cuDNN is not detected"
+    if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+        return f"it needs bfloat16 or float16 inputs, got {jnp.dtype(dtype).name}"
+    capability = tuple(int(x) for x in str(device.compute_capability).split("."))
+    limit = 256 if capability >= (9, 0) else 128
+    if head_dim % 8 or head_dim > limit:
+        why = "" if limit == 256 else " (256 from Hopper, compute capability 9.0, on)"
+        return (f"head dim {head_dim} must be a multiple of 8 and at most {limit} on this GPU "
+                f"(compute capability {device.compute_capability}){why}")
+    return None
+
+
 def resolve_attention(implementation: str, *, dtype, head_dim: int, queries: int, keys: int,
                       heads: int) -> str:
-    """"auto" -> "cudnn" on NVIDIA GPUs where cuDNN's fused kernel applies (bf16/fp16, head dim a
-    multiple of 8 and <= 256, as on Hopper), else "chunked" where the logits would be large, else
-    "xla". An explicit choice is kept (cuDNN fails loudly where it does not apply)."""
+    """"auto" -> "cudnn" where cuDNN's fused kernel runs on this device
+    (`cudnn_attention_unsupported`: e.g. not SD 1.4's head dim 160 before Hopper), else "chunked"
+    where the logits would be large, else "xla". A forced "cudnn" that cannot run is an error
+    that says why."""
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation == "cudnn":
+        why = cudnn_attention_unsupported(dtype, head_dim)
+        if why is not None:
+            raise ValueError(f"attention='cudnn' cannot run: {why}; use 'auto', 'xla' or 'chunked'")
     if implementation != "auto":
         return implementation
-    if (jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-            and head_dim % 8 == 0 and head_dim <= 256):
+    if cudnn_attention_unsupported(dtype, head_dim) is None:
         return "cudnn"
     return "chunked" if queries * keys * heads > _MATERIALISE_LIMIT else "xla"
 

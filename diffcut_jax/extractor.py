@@ -225,6 +225,7 @@ def load_extractor(
     dtype=None,
     param_dtype=None,
     vae_dtype=jnp.float32,
+    vae_precision: str = "torch",
     timestep: int = 50,
     image_size=1024,
     seed: int = 0,
@@ -241,6 +242,9 @@ def load_extractor(
       param_dtype: UNet parameter dtype; default = dtype.
       vae_dtype: VAE parameter and compute dtype (float32: the XL VAE overflows in fp16;
         bfloat16 has the range, see README "Diffusion features" for its cost in accuracy).
+      vae_precision: products of a float32 VAE: "torch" (default) as the original under PyTorch's
+        defaults, float32 matmuls and TF32 convolutions on NVIDIA GPUs (HIGH on TPUs, exact on
+        CPUs); "highest": every product in float32 (README "Precision").
       attention: "auto" (cuDNN's fused kernel on NVIDIA GPUs for bf16/fp16, query-chunked XLA
         where the logits would be large, plain XLA otherwise), "xla", "cudnn" or "chunked".
       timestep: diffusion timestep t of the noisy latent (paper: 50).
@@ -257,7 +261,7 @@ def load_extractor(
     sdxl = ucfg.addition_embed_type == "text_time"
     cond = encode_prompt(files, prompt, sdxl)
 
-    vae_p = Numerics(param_dtype=vae_dtype, dtype=vae_dtype, attention=attention)
+    vae_p = Numerics(param_dtype=vae_dtype, dtype=vae_dtype, attention=attention, policy=vae_precision)
     vae_graph, vae_params = ckpt.load_module(
         lambda r: vae.VAEEncoder(vcfg, numerics=vae_p, rngs=r),
         ckpt.SafetensorsSource(files.weights("vae", prefer_fp16)),

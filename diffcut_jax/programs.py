@@ -55,9 +55,10 @@ def _abstract(x):
 
 @functools.lru_cache(maxsize=8)
 def abstract_extractor(model: str = "ssd-1b", dtype: str = "float32", attention: str = "auto",
-                       image_size: int = 1024):
+                       image_size: int = 1024, backend: str | None = None):
     """A `DiffusionFeatureExtractor` of the preset's real architecture whose parameters are
-    `jax.ShapeDtypeStruct`s (the UNet in `dtype`, the VAE in float32, as `load_extractor`)."""
+    `jax.ShapeDtypeStruct`s (the UNet in `dtype`, the VAE in float32 with the "torch" precision
+    policy, as `load_extractor`), with the numerics of `backend` (default: this one)."""
     from diffcut_jax.extractor import DiffusionFeatureExtractor
     from diffcut_jax.models import unet, vae
     from diffcut_jax.models.layers import Numerics
@@ -67,9 +68,10 @@ def abstract_extractor(model: str = "ssd-1b", dtype: str = "float32", attention:
     vcfg = vae.VAEConfig.from_diffusers(p["vae"])
     dt = jnp.dtype(dtype)
     ugraph, uparams = nnx.split(nnx.eval_shape(lambda: unet.UNetEncoder(
-        ucfg, numerics=Numerics(dt, dt, attention=attention), rngs=nnx.Rngs(0))))
+        ucfg, numerics=Numerics(dt, dt, attention=attention, backend=backend), rngs=nnx.Rngs(0))))
     vgraph, vparams = nnx.split(nnx.eval_shape(lambda: vae.VAEEncoder(
-        vcfg, numerics=Numerics(jnp.float32, jnp.float32, attention=attention),
+        vcfg, numerics=Numerics(jnp.float32, jnp.float32, attention=attention, policy="torch",
+                                backend=backend),
         rngs=nnx.Rngs(0))))
     sdxl = ucfg.addition_embed_type == "text_time"
     cond = {"context": jax.ShapeDtypeStruct((1, 77, ucfg.cross_attention_dim[-1]), jnp.float32),

@@ -112,3 +112,74 @@ def test_audit_sees_the_clip_towers():
     # ConvNeXt convs and MLPs, the mask pooling, the head and the classifier: all audited.
     assert _count(jax.make_jaxpr(CASES["clip/label_segments"])().jaxpr) > 20
     assert _count(jax.make_jaxpr(CASES["clip/encode_text"])().jaxpr) > 8
+
+
+# ---------------------------------------------------------------- the models' precision policy
+# (README "Precision"): the VAE in float32 follows PyTorch's defaults (float32 matmuls, TF32
+# convolutions on NVIDIA GPUs; HIGH on TPUs, where DEFAULT is one bf16 pass; exact on CPUs); a
+# bf16 UNet takes bf16's precision; a float32 UNet and the CLIP compute every product in float32.
+
+_HIGHEST, _HIGH, _DEFAULT = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGH,
+                             jax.lax.Precision.DEFAULT)
+
+
+def _precisions(jaxpr, name) -> set:
+    out = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == name:
+            p = eqn.params.get("precision")
+            out |= set(p) if isinstance(p, tuple) else {p}
+        for sub in _sub_jaxprs(eqn.params):
+            out |= _precisions(sub, name)
+    return out
+
+
+def _model_jaxpr(part, numerics):
+    from flax import nnx
+
+    from diffcut_jax.models import unet, vae
+    from diffcut_jax.testing import tiny_spec
+
+    cfg = tiny_spec("sdxl")[part]["config"]
+    if part == "vae":
+        model = vae.VAEEncoder(vae.VAEConfig.from_diffusers(cfg), numerics=numerics, rngs=nnx.Rngs(0))
+        return jax.make_jaxpr(lambda x: model(x))(jnp.zeros((1, 64, 64, 3))).jaxpr
+    ucfg = unet.UNetConfig.from_diffusers(cfg)
+    model = unet.UNetEncoder(ucfg, numerics=numerics, rngs=nnx.Rngs(0))
+    b = 1
+    ctx = jnp.zeros((b, 77, ucfg.cross_attention_dim[-1]))
+    kw = dict(text_embeds=jnp.zeros((b, 16)), time_ids=jnp.zeros((b, 6)))
+    return jax.make_jaxpr(lambda x: model(x, 50, ctx, **kw))(jnp.zeros((b, 8, 8, 4))).jaxpr
+
+
+@pytest.mark.parametrize("backend, conv", [("cpu", _HIGHEST), ("gpu", _DEFAULT), ("cuda", _DEFAULT),
+                                           ("tpu", _HIGH)])
+def test_vae_follows_the_torch_policy_per_backend(backend, conv):
+    from diffcut_jax.models.layers import Numerics
+
+    jaxpr = _model_jaxpr("vae", Numerics(policy="torch", backend=backend))
+    assert _precisions(jaxpr, "conv_general_dilated") == {conv}
+    assert _precisions(jaxpr, "dot_general") == {_HIGHEST}  # the mid block's attention and linears
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+def test_unet_precision_follows_its_dtype(backend):
+    from diffcut_jax.models.layers import Numerics
+
+    bf16 = _model_jaxpr("unet", Numerics(jnp.bfloat16, jnp.bfloat16, backend=backend))
+    assert _precisions(bf16, "conv_general_dilated") == {_DEFAULT}
+    assert _precisions(bf16, "dot_general") == {_DEFAULT}
+    f32 = _model_jaxpr("unet", Numerics(backend=backend))
+    assert _precisions(f32, "conv_general_dilated") | _precisions(f32, "dot_general") == {_HIGHEST}
+
+
+def test_extractor_defaults_to_the_torch_policy_for_its_vae():
+    import inspect
+
+    from diffcut_jax.extractor import load_extractor
+
+    assert inspect.signature(load_extractor).parameters["vae_precision"].default == "torch"
+    from diffcut_jax.models.layers import Numerics
+
+    with pytest.raises(ValueError, match="precision policy must be one of"):
+        Numerics(policy="tf32")

@@ -64,7 +64,7 @@ class ConvNeXtConfig:
 def _conv(cin, cout, k, p: Numerics, rngs, *, stride=1, padding=0, groups=1):
     return nnx.Conv(cin, cout, (k, k), strides=(stride, stride), padding=((padding, padding),) * 2,
                     feature_group_count=groups, dtype=p.dtype, param_dtype=p.param_dtype,
-                    precision=p.precision, rngs=rngs)
+                    precision=p.conv_precision, rngs=rngs)
 
 
 class Mlp(nnx.Module):

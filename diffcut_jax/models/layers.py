@@ -17,32 +17,60 @@ from flax import nnx
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "chunked")
 
 
+PRECISION_POLICIES = ("highest", "torch")
+# float32 convolutions under the "torch" policy, per backend: NVIDIA GPUs use TF32, as PyTorch's
+# cuDNN convolutions do by default (`torch.backends.cudnn.allow_tf32`); on TPUs DEFAULT would be a
+# single bf16 pass, so HIGH (three passes) stands in for TF32; CPUs compute float32 exactly
+# whatever the setting, and HIGHEST says so.
+_TORCH_FLOAT32_CONV = {"gpu": jax.lax.Precision.DEFAULT, "tpu": jax.lax.Precision.HIGH}
+
+
 @dataclass(frozen=True)
 class Numerics:
     """How a model computes: parameter dtype and compute dtype (set separately), the attention
-    kernel, and the matmul precision that goes with the compute dtype."""
+    kernel, and the precision of its products.
+
+    Products in bf16/fp16 take the dtype's precision (DEFAULT). In float32, `policy` decides:
+    "highest" computes every product in float32 (HIGHEST); "torch" follows the original's PyTorch
+    defaults, float32 matmuls but convolutions at the backend's fast float32 mode (TF32 on NVIDIA
+    GPUs; README "Precision"). `backend` is the platform the model runs on ("cpu", "gpu",
+    "tpu"; default: JAX's default backend when the model is built)."""
 
     param_dtype: jnp.dtype = jnp.float32
     dtype: jnp.dtype = jnp.float32
     attention: str = "auto"  # see `resolve_attention`
     attention_chunk: int = 1024  # query rows per block for "chunked"
+    policy: str = "highest"
+    backend: str | None = None
 
     def __post_init__(self):
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
                              f"got {self.attention!r}")
+        if self.policy not in PRECISION_POLICIES:
+            raise ValueError(f"precision policy must be one of {PRECISION_POLICIES}, "
+                             f"got {self.policy!r}")
 
     @property
     def precision(self):
+        """Matmuls (and convolutions under "highest")."""
         # float32 compute means float32 products: the GPU default would be TF32.
         return jax.lax.Precision.HIGHEST if jnp.dtype(self.dtype) == jnp.float32 else jax.lax.Precision.DEFAULT
+
+    @property
+    def conv_precision(self):
+        if self.policy == "torch" and jnp.dtype(self.dtype) == jnp.float32:
+            backend = {"cuda": "gpu", "rocm": "gpu"}.get(self.backend, self.backend)
+            return _TORCH_FLOAT32_CONV.get(backend or jax.default_backend(), jax.lax.Precision.HIGHEST)
+        return self.precision
 
 
 def conv(cin, cout, kernel, p: Numerics, rngs, *, stride=1, padding=None, use_bias=True):
     pad = kernel // 2 if padding is None else padding
     return nnx.Conv(
         cin, cout, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-        use_bias=use_bias, dtype=p.dtype, param_dtype=p.param_dtype, precision=p.precision, rngs=rngs,
+        use_bias=use_bias, dtype=p.dtype, param_dtype=p.param_dtype, precision=p.conv_precision,
+        rngs=rngs,
     )
 
 

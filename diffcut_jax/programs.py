@@ -110,11 +110,12 @@ def _scalar():
 
 
 def diffcut(batch: int = 1, *, refinement: bool = False, size: int = 1024,
-            model: str = "ssd-1b", dtype: str = "float32", **options) -> Program:
+            model: str = "ssd-1b", dtype: str = "float32", backend: str | None = None,
+            **options) -> Program:
     """The segmenter's batch function (`DiffCut.__call__`): square images at the working size."""
     from diffcut_jax.segmentation import FeatureModel, SegmenterOptions, segment_fn
 
-    ex = abstract_extractor(model, dtype, image_size=size)
+    ex = abstract_extractor(model, dtype, image_size=size, backend=backend)
     opts = SegmenterOptions(image_size=size, refinement=refinement, **options)
     fn = segment_fn(FeatureModel.of(ex), opts, (size, size), (size, size))
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
@@ -135,10 +136,12 @@ def _config(name: str, overrides: dict | None = None):
 
 
 def evaluator(config: str, overrides: dict | None = None, *, model: str = "ssd-1b",
-              dtype: str = "float32") -> list[Program]:
+              dtype: str = "float32", backend: str | None = None, devices=None) -> list[Program]:
     """The evaluator's device steps for a config at its per-device batch, on a 1-device mesh
     (what one device runs): the prediction and, with PAMR on a background dataset, the
-    refinement after the host's background merge. Open-vocabulary configs: the confusion step."""
+    refinement after the host's background merge. Open-vocabulary configs: the confusion step.
+    `devices`: the mesh (default: one device); the batch is then the per-device batch times
+    their number."""
     from diffcut_jax.data import benchmarks
     from diffcut_jax.evaluation.evaluator import data_mesh, device_steps
     from diffcut_jax.evaluation.matching import histogram_rows
@@ -146,9 +149,10 @@ def evaluator(config: str, overrides: dict | None = None, *, model: str = "ssd-1
 
     cfg = _config(config, overrides)
     options = SegmenterOptions(**cfg.segmentation)
-    s, m, b = options.image_size, cfg.mask_size, cfg.per_device_batch_size
-    ex = abstract_extractor(model, dtype, image_size=s)
-    mesh = data_mesh(jax.devices()[:1])
+    devices = jax.devices()[:1] if devices is None else list(devices)
+    s, m, b = options.image_size, cfg.mask_size, cfg.per_device_batch_size * len(devices)
+    ex = abstract_extractor(model, dtype, image_size=s, backend=backend)
+    mesh = data_mesh(devices)
     fmodel = FeatureModel.of(ex)
     h, w, _ = ex.feature_shape_for((s, s))
     images = jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32)
@@ -217,6 +221,35 @@ def coherence_map(size: int = 1024, *, model: str = "ssd-1b") -> Program:
     feats = jax.ShapeDtypeStruct(ex.feature_shape_for((size, size)), jnp.float32)
     return Program("coherence map", _coherence_jit,
                    (feats, jax.ShapeDtypeStruct((2,), jnp.int32), feats), 1)
+
+
+def lowered_for(program: Program, platform: str) -> dict:
+    """Export `program` for `platform` ("cuda", "tpu", "cpu") with `jax.export`, which lowers on
+    any machine, and count what a GPU pays for in host round trips: `while` loops and
+    conditionals (`case`/`if`) in the StableHLO module."""
+    exported = jax.export.export(jax.jit(program.fn), platforms=(platform,))(*program.args)
+    text = exported.mlir_module()
+    return {"platform": platform, "while": text.count("stablehlo.while"),
+            "conditional": text.count("stablehlo.case") + text.count("stablehlo.if"),
+            "module_kib": round(len(text) / 1024)}
+
+
+def flops_per_image(program: Program) -> float:
+    """XLA's HLO cost analysis of the lowered program (loop bodies counted once), per image."""
+    cost = program.lower().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0)) / program.images
+
+
+def accelerator_programs(backend: str, devices=None) -> list[Program]:
+    """The programs lowered for accelerators in CI: the `DiffCut` batch function at 1024 x 1024
+    (bf16 UNet, level NCut formulation, the backend's numerics), the voc20 evaluator step under
+    `shard_map` over `devices`, and the labeller step."""
+    gpu_like = {"cuda": "gpu", "rocm": "gpu"}.get(backend, backend)
+    kw = dict(dtype="bfloat16", backend=gpu_like)
+    return [diffcut(1, formulation="level", **kw), diffcut(1, refinement=True, formulation="level", **kw),
+            *evaluator("voc20", {"segmentation.formulation": "level"}, devices=devices, **kw),
+            labeller(1)]
 
 
 def catalogue(model: str = "ssd-1b", dtype: str = "float32") -> list[Program]:

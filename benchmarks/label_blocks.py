@@ -30,6 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import diffcut_jax as dc  # noqa: E402
+from diffcut_jax.testing import region_features  # noqa: E402
 from tests.reference_dense import assign_dense, refine_dense  # noqa: E402
 
 DILATIONS = (1, 2, 4, 8)
@@ -37,22 +38,11 @@ NUM_ITER = 10
 
 
 def inputs(k: int, size: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:32, :32]
-    if k >= 1024:
-        labels = np.arange(1024).reshape(32, 32)
-    else:  # Voronoi regions of k random sites
-        sites = rng.uniform(0, 32, size=(k, 2))
-        d = (yy[..., None] - sites[:, 0]) ** 2 + (xx[..., None] - sites[:, 1]) ** 2
-        labels = np.argmin(d, axis=-1)
-        _, labels = np.unique(labels, return_inverse=True)
-        labels = labels.reshape(32, 32)
-    centres = rng.normal(size=(labels.max() + 1, 1280))
-    feats = (centres[labels] + 0.5 * rng.normal(size=(32, 32, 1280))).astype(np.float32)
+    feats, labels = region_features(k, seed=seed)
     y, x = np.mgrid[:size, :size] / size
     image = np.stack([0.5 + 0.4 * np.sin(6 * x + 3 * y), 0.5 + 0.4 * np.cos(5 * y),
                       (x + y) / 2], axis=-1).astype(np.float32)
-    return jnp.asarray(feats)[None], jnp.asarray(labels, jnp.int32)[None], jnp.asarray(image)[None]
+    return jnp.asarray(feats)[None], jnp.asarray(labels)[None], jnp.asarray(image)[None]
 
 
 def bucket(k: int) -> int:

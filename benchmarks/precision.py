@@ -139,8 +139,8 @@ def main():
         save({"choice": name, "latent_rel_l2": rel(latent, latent_ref),
               "features_rel_l2": rel(feats, feats_ref), "worst_node_cos": worst_cos(feats, feats_ref),
               "seconds": round(time.perf_counter() - t, 1)})
-    for name, dtype in (("UNet bfloat16 (this project's accelerator default)", jnp.bfloat16),
-                        ("UNet float16 (the original's)", jnp.float16)):
+    for name, dtype in (("UNet bfloat16 (the TPU default)", jnp.bfloat16),
+                        ("UNet float16 (the original's; the GPU default)", jnp.float16)):
         t = time.perf_counter()
         feats = features(latent_ref, dtype)
         save({"choice": name, "features_rel_l2": rel(feats, feats_ref),

@@ -243,10 +243,12 @@ def flops_per_image(program: Program) -> float:
 
 def accelerator_programs(backend: str, devices=None) -> list[Program]:
     """The programs lowered for accelerators in CI: the `DiffCut` batch function at 1024 x 1024
-    (bf16 UNet, level NCut formulation, the backend's numerics), the voc20 evaluator step under
+    (the backend's UNet dtype and numerics, level NCut formulation), the voc20 evaluator step under
     `shard_map` over `devices`, and the labeller step."""
+    from diffcut_jax.extractor import default_dtype
+
     gpu_like = {"cuda": "gpu", "rocm": "gpu"}.get(backend, backend)
-    kw = dict(dtype="bfloat16", backend=gpu_like)
+    kw = dict(dtype=jnp.dtype(default_dtype(gpu_like)).name, backend=gpu_like)
     return [diffcut(1, formulation="level", **kw), diffcut(1, refinement=True, formulation="level", **kw),
             *evaluator("voc20", {"segmentation.formulation": "level"}, devices=devices, **kw),
             labeller(1)]

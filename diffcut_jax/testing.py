@@ -166,3 +166,61 @@ def write_random_checkpoint(root: str | Path, spec: str | Mapping, *, dtype: str
 
 def _is_norm_weight(name: str, shape) -> bool:
     return len(shape) == 1 and name.endswith(".weight") and ("norm" in name.split(".")[-2])
+
+
+def random_extractor(spec: str | Mapping = "ssd-1b", *, dtype=None, image_size=1024, seed: int = 0,
+                     attention: str = "auto"):
+    """A `DiffusionFeatureExtractor` of a preset's (or `tiny_spec`'s) real architecture with
+    random weights initialised on the default device: no checkpoint written or read (what
+    `benchmarks/gpu_end_to_end.py` times). Numerics as `load_extractor`: the UNet in `dtype`
+    (default per backend), the VAE in float32 with the "torch" precision policy; the empty-prompt
+    conditioning is zeros of the right shapes."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from diffcut_jax.extractor import DiffusionFeatureExtractor, _size, default_dtype
+    from diffcut_jax.models.layers import Numerics
+
+    if isinstance(spec, str):
+        spec = preset_spec(spec)
+    dtype = jnp.dtype(dtype or default_dtype())
+    ucfg = unet.UNetConfig.from_diffusers(spec["unet"]["config"])
+    vcfg = vae.VAEConfig.from_diffusers(spec["vae"]["config"])
+
+    def build(factory):
+        graph = nnx.split(nnx.eval_shape(lambda: factory(nnx.Rngs(seed))))[0]
+        state = jax.jit(lambda: nnx.split(factory(nnx.Rngs(seed)))[1])()  # made on the device
+        return graph, state
+
+    ugraph, uparams = build(lambda r: unet.UNetEncoder(
+        ucfg, numerics=Numerics(dtype, dtype, attention=attention), rngs=r))
+    vgraph, vparams = build(lambda r: vae.VAEEncoder(
+        vcfg, numerics=Numerics(attention=attention, policy="torch"), rngs=r))
+    sdxl = ucfg.addition_embed_type == "text_time"
+    pooled = ucfg.projection_class_embeddings_input_dim - 6 * ucfg.addition_time_embed_dim if sdxl else 0
+    cond = {"context": jnp.zeros((1, 77, ucfg.cross_attention_dim[-1]), jnp.float32),
+            "pooled": jnp.zeros((1, pooled), jnp.float32) if sdxl else None}
+    return DiffusionFeatureExtractor(
+        unet_graph=ugraph, vae_graph=vgraph,
+        params={"unet": uparams, "vae": vparams, "conditioning": cond}, unet_config=ucfg,
+        vae_config=vcfg, size=_size(image_size), timestep=50, schedule=(0.9, 0.4), seed=seed)
+
+
+def region_features(num_regions: int, h: int = 32, w: int = 32, c: int = 1280, *, noise: float = 0.5,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features with structure, for NCut timings and parity without a model: (h, w, c) float32,
+    each node its region's centre plus Gaussian noise, regions the Voronoi cells of random sites
+    (every node its own region when num_regions >= h * w); and the region labels (h, w)."""
+    rng = np.random.default_rng(seed)
+    if num_regions >= h * w:
+        labels = np.arange(h * w).reshape(h, w)
+    else:
+        yy, xx = np.mgrid[:h, :w]
+        sites = rng.uniform(0, (h, w), size=(num_regions, 2))
+        d = (yy[..., None] - sites[:, 0]) ** 2 + (xx[..., None] - sites[:, 1]) ** 2
+        _, labels = np.unique(np.argmin(d, axis=-1), return_inverse=True)
+        labels = labels.reshape(h, w)
+    centres = rng.normal(size=(labels.max() + 1, c))
+    feats = centres[labels] + noise * rng.normal(size=(h, w, c))
+    return feats.astype(np.float32), labels.astype(np.int32)

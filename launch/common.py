@@ -57,7 +57,8 @@ def options_from_flags(names=None, options=None) -> dict:
 
 def define_model_flags():
     flags.DEFINE_string("model", "segmind/SSD-1B", "Hub id or local diffusers directory.")
-    flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "UNet dtype (default: float32 on CPU, bfloat16 on accelerators).")
+    flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+                      "UNet dtype (default: float16 on GPUs, bfloat16 on TPUs, float32 on CPUs).")
     flags.DEFINE_integer("timestep", 50, "Diffusion timestep of the noisy latent.")
     flags.DEFINE_integer("seed", 0, "Seed of the shared noise draw.")
 

@@ -183,3 +183,11 @@ def test_extractor_defaults_to_the_torch_policy_for_its_vae():
 
     with pytest.raises(ValueError, match="precision policy must be one of"):
         Numerics(policy="tf32")
+
+
+def test_unet_dtype_default_per_backend():
+    from diffcut_jax.extractor import default_dtype
+
+    assert default_dtype("gpu") == jnp.float16  # the original's; closest to float32 (precision.py)
+    assert default_dtype("tpu") == jnp.bfloat16
+    assert default_dtype("cpu") == jnp.float32

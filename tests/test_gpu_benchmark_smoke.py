@@ -1,0 +1,33 @@
+"""benchmarks/gpu_end_to_end.py runs on CPU as a smoke test (tiny architecture, 64 px) and
+writes every section of its report, so that a lent GPU's one window is not spent on a bug."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+
+@pytest.mark.slow
+def test_quick_mode_smoke(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "benchmarks/gpu_end_to_end.py", "--tiny", "--size", "64",
+                          "--repeats", "1", "--out", str(out)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["mode"] == "quick" and "checkpoint" not in r  # no checkpoint write by default
+    assert list(r["wall_s"]) == ["setup", "features", "ncut", "end_to_end", "memory", "targets"]
+    assert set(r["features"]) == {"batch8", "batch16"}
+    for form in ("stack", "level"):
+        assert set(r["ncut"][form]) == {"batch1", "batch16"}
+    parity = r["ncut"]["level_stack_parity"]
+    assert len(parity["nodes_differing"]) == 16
+    assert set(r["end_to_end"]) == {"plain", "refinement"}
+    assert set(r["targets"]) == {"features_images_per_s", "ncut_ms_per_image",
+                                 "end_to_end_images_per_s"}

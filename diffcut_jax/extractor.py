@@ -182,6 +182,17 @@ class DiffusionFeatureExtractor:
     def noise(self) -> jnp.ndarray:
         return self.noise_for(self.image_size)
 
+    def function(self, size=None):
+        """Features as a pure function for your own transformations:
+        `f(extractor.params, images) -> (B, h, w, C)` at the working size `size` (default
+        `image_size`), the noise draw bound; equals `extractor(images, size=size)`."""
+        size = _size(size or self.image_size)
+        with jax.ensure_compile_time_eval():
+            noise = self.noise_for(size)
+        return functools.partial(extract, noise=noise, unet_graph=self.unet_graph,
+                                 vae_graph=self.vae_graph, size=size, timestep=self.timestep,
+                                 schedule=self.schedule)
+
     def encode_latent(self, images: jnp.ndarray) -> jnp.ndarray:
         """The VAE alone: images (B, S_h, S_w, 3) in [0, 1] -> scaled posterior mean."""
         return self._latent(self.params["vae"], images)

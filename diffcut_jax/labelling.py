@@ -132,6 +132,26 @@ class Labeller:
         return label_step(self.clip.graph, num_segments, size,
                           self.clip.normalization(self.normalize_input))
 
+    @property
+    def params(self):
+        """The CLIP weights: a plain pytree (`function`'s first argument)."""
+        return self.clip.params
+
+    def function(self, num_segments: int):
+        """The labelling step as a pure function for your own transformations:
+        `f(labeller.params, images, masks) -> (class_map, segment_class, segment_score,
+        segment_pixels)`, masks in [0, num_segments); the vocabulary's classifier, the logit scale
+        and CLIP's working size (from the image shape) are bound."""
+        classifier, scale = self.classifier, self.clip.logit_scale
+        normalize = self.clip.normalization(self.normalize_input)
+
+        def label(params, images, masks):
+            size = self.working_size(*images.shape[1:3])
+            return label_segments(params, images, masks, classifier, scale, graph=self.clip.graph,
+                                  num_segments=int(num_segments), size=size, normalize=normalize)
+
+        return label
+
     def __call__(self, images, masks, *, num_segments: int | None = None) -> Labelling:
         """images (B, H, W, 3) (or (H, W, 3)) in [0, 1]; masks (B, H', W') segment ids from 0.
         `num_segments`: the capacity (default: the next power of two above the largest id)."""

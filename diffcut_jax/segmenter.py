@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from diffcut_jax.extractor import DiffusionFeatureExtractor, load_extractor
 from diffcut_jax.imageio import ImageReadError, read_rgb
-from diffcut_jax.segmentation import FeatureModel, SegmenterOptions, segment_fn, working_size
+from diffcut_jax.segmentation import (FeatureModel, SegmenterOptions, segment_fn, segment_images,
+                                     working_size)
 
 
 @dataclass
@@ -64,6 +66,42 @@ class DiffCut:
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return working_size(height, width, self.options.image_size, self.options.square)
+
+    @property
+    def params(self):
+        """The weights and the prompt conditioning: a plain pytree of arrays (`function`'s first
+        argument; shard or replicate it as any pytree)."""
+        return self.extractor.params
+
+    def function(self, *, traced_options: bool = False):
+        """The segmenter as a pure function for your own transformations (`jax.jit`, `jax.vmap`,
+        `NamedSharding` over the batch, `shard_map`):
+
+            f = seg.function()
+            labels = f(seg.params, images)           # (B, H, W, 3) in [0, 1] -> (B, H, W) int32
+            f = seg.function(traced_options=True)
+            labels = f(seg.params, images, tau, alpha)   # tau, alpha: traced float32 scalars
+
+        Every static choice (model graphs, options, working size from the input shape, the noise
+        draw) is bound here; the result equals `seg(images)`. Traced once per input shape by the
+        caller's `jit`."""
+        model, options = self.model, self.options.static
+
+        def segment(params, images, tau=None, alpha=None):
+            if images.ndim != 4 or images.shape[-1] != 3:
+                raise ValueError(f"images must be (B, H, W, 3) in [0, 1], got {images.shape}")
+            h, w = images.shape[1:3]
+            size = self.working_size(h, w)
+            with jax.ensure_compile_time_eval():  # a constant of the program, not a traced value
+                noise = self.extractor.noise_for(size)
+            tau = jnp.float32(self.options.tau) if tau is None else tau
+            alpha = jnp.float32(self.options.alpha) if alpha is None else alpha
+            return segment_images(params, images, noise, tau, alpha, model=model, options=options,
+                                  size=size, out_size=(h, w))
+
+        if traced_options:
+            return segment
+        return lambda params, images: segment(params, images)
 
     def compiled(self, size, out_size):
         """The jitted batch function for a working size and an output size (cached by the static

@@ -142,13 +142,9 @@ class Labeller:
         `f(labeller.params, images, masks) -> (class_map, segment_class, segment_score,
         segment_pixels)`, masks in [0, num_segments); the vocabulary's classifier, the logit scale
         and CLIP's working size (from the image shape) are bound."""
-        classifier, scale = self.classifier, self.clip.logit_scale
-        normalize = self.clip.normalization(self.normalize_input)
-
         def label(params, images, masks):
-            size = self.working_size(*images.shape[1:3])
-            return label_segments(params, images, masks, classifier, scale, graph=self.clip.graph,
-                                  num_segments=int(num_segments), size=size, normalize=normalize)
+            step = self.step(num_segments, self.working_size(*images.shape[1:3]))
+            return step(params, images, masks, self.classifier, self.clip.logit_scale)
 
         return label
 

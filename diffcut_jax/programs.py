@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -56,31 +56,12 @@ def _abstract(x):
 @functools.lru_cache(maxsize=8)
 def abstract_extractor(model: str = "ssd-1b", dtype: str = "float32", attention: str = "auto",
                        image_size: int = 1024, backend: str | None = None):
-    """A `DiffusionFeatureExtractor` of the preset's real architecture whose parameters are
-    `jax.ShapeDtypeStruct`s (the UNet in `dtype`, the VAE in float32 with the "torch" precision
-    policy, as `load_extractor`), with the numerics of `backend` (default: this one)."""
-    from diffcut_jax.extractor import DiffusionFeatureExtractor
-    from diffcut_jax.models import unet, vae
-    from diffcut_jax.models.layers import Numerics
+    """The preset's real architecture with `jax.ShapeDtypeStruct` parameters and the numerics of
+    `backend` (`testing.random_extractor(..., abstract=True)`), cached."""
+    from diffcut_jax.testing import random_extractor
 
-    p = presets.load(model)
-    ucfg = unet.UNetConfig.from_diffusers(p["unet"])
-    vcfg = vae.VAEConfig.from_diffusers(p["vae"])
-    dt = jnp.dtype(dtype)
-    ugraph, uparams = nnx.split(nnx.eval_shape(lambda: unet.UNetEncoder(
-        ucfg, numerics=Numerics(dt, dt, attention=attention, backend=backend), rngs=nnx.Rngs(0))))
-    vgraph, vparams = nnx.split(nnx.eval_shape(lambda: vae.VAEEncoder(
-        vcfg, numerics=Numerics(jnp.float32, jnp.float32, attention=attention, policy="torch",
-                                backend=backend),
-        rngs=nnx.Rngs(0))))
-    sdxl = ucfg.addition_embed_type == "text_time"
-    cond = {"context": jax.ShapeDtypeStruct((1, 77, ucfg.cross_attention_dim[-1]), jnp.float32),
-            "pooled": jax.ShapeDtypeStruct((1, 1280), jnp.float32) if sdxl else None}
-    return DiffusionFeatureExtractor(
-        unet_graph=ugraph, vae_graph=vgraph,
-        params={"unet": uparams, "vae": vparams, "conditioning": cond},
-        unet_config=ucfg, vae_config=vcfg, size=(image_size, image_size), timestep=50,
-        schedule=(0.9, 0.4), seed=0)
+    return random_extractor(model, dtype=dtype, image_size=image_size, attention=attention,
+                            backend=backend, abstract=True)
 
 
 @functools.lru_cache(maxsize=2)

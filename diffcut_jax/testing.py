@@ -169,12 +169,14 @@ def _is_norm_weight(name: str, shape) -> bool:
 
 
 def random_extractor(spec: str | Mapping = "ssd-1b", *, dtype=None, image_size=1024, seed: int = 0,
-                     attention: str = "auto"):
+                     attention: str = "auto", backend: str | None = None, abstract: bool = False):
     """A `DiffusionFeatureExtractor` of a preset's (or `tiny_spec`'s) real architecture with
     random weights initialised on the default device: no checkpoint written or read (what
-    `benchmarks/gpu_end_to_end.py` times). Numerics as `load_extractor`: the UNet in `dtype`
-    (default per backend), the VAE in float32 with the "torch" precision policy; the empty-prompt
-    conditioning is zeros of the right shapes."""
+    `benchmarks/gpu_end_to_end.py` times). `abstract=True`: `jax.ShapeDtypeStruct` parameters
+    instead, nothing allocated (what `programs.py` lowers). Numerics as `load_extractor`: the
+    UNet in `dtype` (default per backend), the VAE in float32 with the "torch" precision policy,
+    both for `backend` (default: this one); the empty-prompt conditioning is zeros of the right
+    shapes."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -184,23 +186,26 @@ def random_extractor(spec: str | Mapping = "ssd-1b", *, dtype=None, image_size=1
 
     if isinstance(spec, str):
         spec = preset_spec(spec)
-    dtype = jnp.dtype(dtype or default_dtype())
+    dtype = jnp.dtype(dtype or default_dtype(backend))
     ucfg = unet.UNetConfig.from_diffusers(spec["unet"]["config"])
     vcfg = vae.VAEConfig.from_diffusers(spec["vae"]["config"])
 
     def build(factory):
-        graph = nnx.split(nnx.eval_shape(lambda: factory(nnx.Rngs(seed))))[0]
-        state = jax.jit(lambda: nnx.split(factory(nnx.Rngs(seed)))[1])()  # made on the device
+        graph, state = nnx.split(nnx.eval_shape(lambda: factory(nnx.Rngs(seed))))
+        if not abstract:
+            state = jax.jit(lambda: nnx.split(factory(nnx.Rngs(seed)))[1])()  # made on the device
         return graph, state
 
     ugraph, uparams = build(lambda r: unet.UNetEncoder(
-        ucfg, numerics=Numerics(dtype, dtype, attention=attention), rngs=r))
+        ucfg, numerics=Numerics(dtype, dtype, attention=attention, backend=backend), rngs=r))
     vgraph, vparams = build(lambda r: vae.VAEEncoder(
-        vcfg, numerics=Numerics(attention=attention, policy="torch"), rngs=r))
+        vcfg, numerics=Numerics(attention=attention, policy="torch", backend=backend), rngs=r))
     sdxl = ucfg.addition_embed_type == "text_time"
     pooled = ucfg.projection_class_embeddings_input_dim - 6 * ucfg.addition_time_embed_dim if sdxl else 0
-    cond = {"context": jnp.zeros((1, 77, ucfg.cross_attention_dim[-1]), jnp.float32),
-            "pooled": jnp.zeros((1, pooled), jnp.float32) if sdxl else None}
+    zeros = (lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)) if abstract else (
+        lambda shape: jnp.zeros(shape, jnp.float32))
+    cond = {"context": zeros((1, 77, ucfg.cross_attention_dim[-1])),
+            "pooled": zeros((1, pooled)) if sdxl else None}
     return DiffusionFeatureExtractor(
         unet_graph=ugraph, vae_graph=vgraph,
         params={"unet": uparams, "vae": vparams, "conditioning": cond}, unet_config=ucfg,

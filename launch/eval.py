@@ -181,7 +181,7 @@ def make_evaluator(cfg, bench):
                      feature_batch=cfg.feature_batch or None)
 
 
-def out_of_memory_message(cfg) -> str:
+def evaluator_oom_message(cfg) -> str:
     """Which evaluator program ran out of memory, at which sizes, and what to lower."""
     seg = cfg.segmentation
     s, m = seg.image_size, cfg.mask_size
@@ -280,7 +280,7 @@ def run(args: list[str]) -> int:
     except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
         if not common.is_out_of_memory(e):
             raise
-        sys.stderr.write("\nerror: " + out_of_memory_message(cfg) + "\n")
+        sys.stderr.write("\nerror: " + evaluator_oom_message(cfg) + "\n")
         return 1
     if result.accumulator.images != total:
         sys.stderr.write(f"error: evaluated {result.accumulator.images} of {total} images\n")

@@ -8,6 +8,10 @@ times `Evaluator.evaluate` over the tf.data pipeline: images/s and the share of 
 waiting for input, and the input pipeline's own rate (iterated alone). Baseline, same run: the same loop run step after step (`overlap=False`: no
 transfer ahead, host matching not overlapped with the device). Median of --repeats runs after a
 warm-up run (compilation).
+
+Checkpoint overhead (preemptible eval, evaluation/resume.py): the pipelined loop again with a
+progress checkpoint every --checkpoint_every batches (default 1, the worst case), written by the
+same `CheckpointPolicy` and `ProgressStore` as `diffcut-jax eval`.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
 from diffcut_jax.data import benchmarks, builders, fake_downloads, pipeline  # noqa: E402
+from diffcut_jax.evaluation import resume  # noqa: E402
 from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf  # noqa: E402
 from diffcut_jax.extractor import load_extractor  # noqa: E402
 from diffcut_jax.segmentation import SegmenterOptions  # noqa: E402
@@ -39,6 +44,7 @@ def main() -> None:
     ap.add_argument("--per_device_batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--refinement", action="store_true")
+    ap.add_argument("--checkpoint_every", type=int, default=1)
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="eval-throughput-"))
@@ -55,13 +61,21 @@ def main() -> None:
     evaluator = Evaluator(extractor, benchmarks.get("voc20"), options, mask_size=args.mask_size)
     batch = args.per_device_batch * jax.local_device_count()
 
-    def run(overlap: bool):
+    checkpoint_seconds = []
+
+    def run(overlap: bool, checkpoints: bool = False):
         ds, _ = pipeline.eval_batches(builder, batch_size=batch, image_size=args.image_size,
                                       mask_size=args.mask_size)
+        policy = None
+        if checkpoints:
+            store = resume.ProgressStore(Path(tempfile.mkdtemp(dir=tmp)), {"benchmark": "voc20"})
+            policy = resume.CheckpointPolicy(store, evaluator, args.checkpoint_every)
         t = time.perf_counter()
-        result = evaluator.evaluate(batches_from_tf(ds), overlap=overlap)
+        result = evaluator.evaluate(batches_from_tf(ds), overlap=overlap, after_batch=policy)
         elapsed = time.perf_counter() - t
         assert result.accumulator.images == args.images
+        if policy is not None:
+            checkpoint_seconds.append(policy.seconds)
         return args.images / elapsed, result.input_wait_seconds / elapsed
 
     def input_only():
@@ -75,11 +89,12 @@ def main() -> None:
     t = time.perf_counter()
     run(True)  # warm-up: compilation
     first = time.perf_counter() - t
-    runs = {"pipelined": [], "sequential": []}
+    runs = {"pipelined": [], "sequential": [], "checkpointed": []}
     inputs = []
     for _ in range(args.repeats):  # interleaved, so drift hits all alike
         runs["pipelined"].append(run(True))
         runs["sequential"].append(run(False))
+        runs["checkpointed"].append(run(True, checkpoints=True))
         inputs.append(input_only())
 
     def summary(rs):
@@ -94,10 +109,16 @@ def main() -> None:
         "batch": batch, "refinement": args.refinement, "repeats": args.repeats,
         "first_run_seconds_incl_compile": first,
         "pipelined": summary(runs["pipelined"]), "sequential_baseline": summary(runs["sequential"]),
+        "pipelined_with_checkpoints": {
+            **summary(runs["checkpointed"]), "checkpoint_every_batches": args.checkpoint_every,
+            "checkpoints_per_run": -(-args.images // batch) // max(args.checkpoint_every, 1),
+            "seconds_in_checkpoints_per_run": statistics.median(checkpoint_seconds)},
     }
     # The tf.data pipeline alone (decode, crop, resize, batch, to NumPy): its headroom over the loop.
     out["input_pipeline_only_images_per_second"] = statistics.median(inputs)
     out["speedup_vs_sequential"] = out["pipelined"]["images_per_second"] / out["sequential_baseline"]["images_per_second"]
+    out["checkpoint_overhead"] = 1 - (out["pipelined_with_checkpoints"]["images_per_second"]
+                                      / out["pipelined"]["images_per_second"])
     print(json.dumps(out, indent=1))
 
 

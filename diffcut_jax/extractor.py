@@ -70,11 +70,19 @@ def prompt_ids(root: Path, part: str, prompt: str | None) -> np.ndarray:
     )[None]
 
 
+def scheduler_config(root: Path | None) -> dict[str, Any]:
+    """The checkpoint's scheduler/scheduler_config.json ({} without one: the defaults)."""
+    if root is not None and (root / "scheduler" / "scheduler_config.json").exists():
+        return json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    return {}
+
+
 def noise_schedule(root: Path | None, timestep: int) -> tuple[float, float]:
     """(sqrt(abar_t), sqrt(1 - abar_t)) of the "scaled_linear" DDPM schedule (or the checkpoint's)."""
-    cfg: dict[str, Any] = {}
-    if root is not None and (root / "scheduler" / "scheduler_config.json").exists():
-        cfg = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    return schedule_from_config(scheduler_config(root), timestep)
+
+
+def schedule_from_config(cfg: dict[str, Any], timestep: int) -> tuple[float, float]:
     start, end = cfg.get("beta_start", 0.00085), cfg.get("beta_end", 0.012)
     n = cfg.get("num_train_timesteps", 1000)
     kind = cfg.get("beta_schedule", "scaled_linear")
@@ -137,7 +145,9 @@ class DiffusionFeatureExtractor:
     """
 
     def __init__(self, *, unet_graph, vae_graph, params, unet_config, vae_config, size, timestep,
-                 schedule, seed):
+                 schedule, seed, provenance: dict | None = None):
+        # Where the weights came from (model, prompt, scheduler config): what `save` records.
+        self.provenance = provenance or {}
         self.unet_config = unet_config
         self.vae_config = vae_config
         self.image_size = size
@@ -251,7 +261,8 @@ def load_extractor(
 
     Args:
       model: local diffusers directory or hub id (downloaded with huggingface_hub, only the needed
-        files, fp16 variant first).
+        files, fp16 variant first), or a directory written by `save_extractor` / `DiffCut.save`
+        (converted parameters, loaded without conversion; saved.py).
       dtype: UNet compute dtype; default float16 on GPUs, bfloat16 on TPUs, float32 on CPUs.
       param_dtype: UNet parameter dtype; default = dtype.
       vae_dtype: VAE parameter and compute dtype (float32: the XL VAE overflows in fp16;
@@ -266,6 +277,13 @@ def load_extractor(
       seed: seed of the one noise draw shared by every image (pass `noise=` to calls to override).
       prompt: text prompt (default: the empty prompt, as the paper).
     """
+    from diffcut_jax import saved
+
+    if saved.is_saved(model):  # converted before (`save_extractor`): no conversion
+        return saved.load_extractor(
+            model, dtype=dtype, param_dtype=param_dtype, vae_dtype=vae_dtype,
+            vae_precision=vae_precision, timestep=timestep, image_size=image_size, seed=seed,
+            prompt=prompt, attention=attention)
     dtype = dtype or default_dtype()
     param_dtype = param_dtype or dtype
     size = _size(image_size)
@@ -295,5 +313,6 @@ def load_extractor(
     return DiffusionFeatureExtractor(
         unet_graph=unet_graph, vae_graph=vae_graph, params=params, unet_config=ucfg,
         vae_config=vcfg, size=size, timestep=timestep, schedule=noise_schedule(files.root, timestep),
-        seed=seed,
+        seed=seed, provenance={"model": str(model), "prompt": prompt,
+                               "scheduler": scheduler_config(files.root)},
     )

@@ -53,12 +53,18 @@ class DiffCut:
     @classmethod
     def from_pretrained(cls, model="segmind/SSD-1B", *, dtype=None, timestep=50, seed=0, prompt=None,
                         **options):
-        """Load `model` (hub id or local diffusers directory); `options` are `SegmenterOptions`
-        fields (tau, alpha, method, refinement, pamr_num_iter, ...)."""
+        """Load `model` (hub id, local diffusers directory, or a directory written by `save`);
+        `options` are `SegmenterOptions` fields (tau, alpha, method, refinement, pamr_num_iter, ...)."""
         options = SegmenterOptions(**options)
         extractor = load_extractor(model, dtype=dtype, timestep=timestep,
                                    image_size=options.image_size, seed=seed, prompt=prompt)
         return cls(extractor, options)
+
+    def save(self, directory) -> "Path":
+        """Save the converted parameters (saved.py): `from_pretrained(directory)` then loads them
+        without conversion. The options are not saved; pass them to `from_pretrained`."""
+        from diffcut_jax.saved import save_extractor
+        return save_extractor(self.extractor, directory)
 
     def with_options(self, **changes) -> "DiffCut":
         """The same model with other options (shares the weights and, for tau/alpha, the program)."""

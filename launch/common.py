@@ -95,25 +95,24 @@ def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 class Progress:
-    """A one-line progress bar on stderr with images/s."""
+    """Progress on stderr through tqdm (count, rate, ETA), with a count per status
+    (`ok=12 failed=1`) and an optional note (the running mIoU)."""
 
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.stream = total, 0, stream
-        self.start = time.perf_counter()
-        self.counts = {}
+    def __init__(self, total: int, *, done: int = 0, unit: str = "img", stream=None):
+        from tqdm import tqdm
 
-    def update(self, status: str, extra: str = ""):
-        self.done += 1
+        self.counts: dict[str, int] = {}
+        self.bar = tqdm(total=total, initial=done, unit=unit, file=stream or sys.stderr,
+                        dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, status: str, extra: str = "") -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
-        elapsed = time.perf_counter() - self.start
-        rate = self.counts.get("ok", 0) / elapsed if elapsed > 0 else 0.0
-        width = 30
-        fill = int(width * self.done / max(self.total, 1))
         parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-        end = "\n" if self.done == self.total or not self.stream.isatty() else "\r"
-        self.stream.write(f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
-                          f"{rate:.2f} img/s {parts}{' ' + extra if extra else ''}{end}")
-        self.stream.flush()
+        self.bar.set_postfix_str(f"{parts}{' ' + extra if extra else ''}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def clip_loading_message(clip_model, vocabulary) -> str:

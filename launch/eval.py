@@ -12,11 +12,18 @@ validation image on all devices (data parallel) and matches segments to classes 
 Shows images/s and the running mIoU; at the end prints the per-class IoU table and writes
 `results.json`, `per_class.csv`, `config.json` and `per_image.jsonl` to --workdir. Multi-host: pass --distributed on
 every host (jax.distributed.initialize); each host reads its own part of the split.
+
+Preemptible: progress is checkpointed to --workdir/progress every --checkpoint_every batches and
+on SIGTERM (then exit status 143). The same command, rerun, continues from the last checkpoint
+and ends with the same results; a workdir of another config or dataset is refused
+(diffcut_jax/evaluation/resume.py).
 """
 from __future__ import annotations
 
 import csv
 import json
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,6 +44,8 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (mult
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
+flags.DEFINE_integer("checkpoint_every", 25, "Checkpoint the progress every this many batches "
+                     "(and on SIGTERM); a rerun resumes from it. 0: only on SIGTERM.", lower_bound=0)
 
 
 def config_path(value: str) -> str:
@@ -120,7 +129,8 @@ class UsageError(Exception):
 
 
 def prepare_data(cfg):
-    """Build the benchmark's dataset if needed (process 0), then this process's batches."""
+    """Build the benchmark's dataset if needed (process 0); returns (benchmark, builder, split,
+    examples in the split, examples of this process, batch size per process)."""
     import jax
 
     from diffcut_jax.data import benchmarks, builders, pipeline
@@ -141,16 +151,39 @@ def prepare_data(cfg):
     split = cfg.split if not cfg.max_images else f"{cfg.split}[:{cfg.max_images}]"
     batch_size = cfg.per_device_batch_size * jax.local_device_count()
     try:
-        dataset, _ = pipeline.eval_batches(
-            builder, batch_size=batch_size, image_size=cfg.segmentation.image_size,
-            mask_size=cfg.mask_size, split=split, process_index=jax.process_index(),
-            process_count=jax.process_count())
+        total = pipeline.num_examples(builder, split)
+        local_total = pipeline.num_examples(
+            builder, pipeline.split_for_process(split, jax.process_index(), jax.process_count()))
     except (KeyError, ValueError) as e:
         raise UsageError(f"split {split!r}: {e}") from e
-    total = pipeline.num_examples(builder, split)
-    local_total = pipeline.num_examples(
-        builder, pipeline.split_for_process(split, jax.process_index(), jax.process_count()))
-    return bench, dataset, total, local_total, batch_size
+    return bench, builder, split, total, local_total, batch_size
+
+
+def batches(cfg, builder, split, batch_size, skip_batches: int):
+    """This process's batches, after the first `skip_batches` (a resumed run)."""
+    import jax
+
+    from diffcut_jax.data import pipeline
+    from diffcut_jax.evaluation.evaluator import batches_from_tf
+
+    dataset, _ = pipeline.eval_batches(
+        builder, batch_size=batch_size, image_size=cfg.segmentation.image_size,
+        mask_size=cfg.mask_size, split=split, process_index=jax.process_index(),
+        process_count=jax.process_count(), skip_batches=skip_batches)
+    return batches_from_tf(dataset)
+
+
+def fingerprint(cfg, builder, split, total, batch_size) -> dict:
+    """What must match for a checkpoint to be resumed: the config (less the input prefetch, which
+    changes no result), the dataset and split, and how the split is cut into batches."""
+    import jax
+
+    config = cfg.to_dict()
+    config.pop("prefetch", None)
+    return {"config": config, "dataset": {"name": builder.info.full_name, "split": split,
+                                          "examples": total},
+            "processes": jax.process_count(), "devices": jax.device_count(),
+            "batch_per_process": batch_size}
 
 
 def make_evaluator(cfg, bench):
@@ -201,7 +234,8 @@ def is_openvocab(cfg) -> bool:
     return "openvocab" in cfg
 
 
-def report(cfg, result, bench, workdir: Path) -> None:
+def report(cfg, result, bench, workdir: Path, *, checkpoint_seconds: float = 0.0,
+           resumed_images: int = 0) -> None:
     """Per-image records (every process), then the class table, summary line and files (process 0)."""
     import jax
 
@@ -212,7 +246,9 @@ def report(cfg, result, bench, workdir: Path) -> None:
         cfg.backbone, cfg.segmentation.method, cfg.segmentation.refinement)
     extra = {
         "published_miou": expected, "seconds": result.seconds,
-        "images_per_second": result.accumulator.images / max(result.seconds, 1e-9),
+        # The rate of this run: images restored from a checkpoint took no time here.
+        "images_per_second": (result.accumulator.images - resumed_images) / max(result.seconds, 1e-9),
+        "checkpoint_seconds": checkpoint_seconds, "resumed_images": resumed_images,
         "input_wait_share": result.input_wait_seconds / max(result.seconds, 1e-9),
         "devices": jax.device_count(), "processes": jax.process_count(),
         "protocol": "open-vocabulary" if openvocab else "unsupervised (Hungarian matching)",
@@ -251,15 +287,21 @@ def run(args: list[str]) -> int:
     import jax
 
     from diffcut_jax.checkpoint import CheckpointError
-    from diffcut_jax.evaluation.evaluator import batches_from_tf
+    from diffcut_jax.evaluation import resume
 
+    workdir = Path(FLAGS.workdir)
     try:
         validate(cfg)
         if FLAGS.distributed:
             jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                        num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-        bench, dataset, total, local_total, batch_size = prepare_data(cfg)
-    except (UsageError, ValueError) as e:
+        bench, builder, split, total, local_total, batch_size = prepare_data(cfg)
+        store = resume.ProgressStore(workdir / "progress",
+                                     fingerprint(cfg, builder, split, total, batch_size))
+        start = store.agreed_resume_point()
+        skip = 0 if start is None else int(start["batches"])
+        data = batches(cfg, builder, split, batch_size, skip)
+    except (UsageError, ValueError) as e:  # ResumeMismatchError is a ValueError
         sys.stderr.write(f"error: {e}\n")
         return 2
     t0 = time.perf_counter()
@@ -271,21 +313,39 @@ def run(args: list[str]) -> int:
         f"{bench.title}: {total} image(s), {jax.device_count()} device(s) in {jax.process_count()} "
         f"process(es), batch {batch_size} per process; model loaded in "
         f"{time.perf_counter() - t0:.1f} s\n")
-    progress = common.Progress(local_total)
+    state = None
+    if start is not None:
+        state = (skip, start["processes"][jax.process_index()])
+        sys.stderr.write(f"resuming after batch {skip} ({len(state[1]['per_image'])} image(s) of "
+                         f"this process done) from {store.folder}\n")
+    progress = common.Progress(local_total, done=0 if state is None else len(state[1]["per_image"]))
+    policy = resume.CheckpointPolicy(store, evaluator, FLAGS.checkpoint_every)
+    previous = signal.signal(signal.SIGTERM, policy.on_sigterm)
     try:
         result = evaluator.evaluate(
-            batches_from_tf(dataset),
-            on_image=lambda _id, acc: progress.update("ok", f"mIoU {100 * acc.miou():.1f}%"),
-            prefetch=cfg.prefetch)
+            data, on_image=lambda _id, acc: progress.update("ok", f"mIoU {100 * acc.miou():.1f}%"),
+            prefetch=cfg.prefetch, resume=state, after_batch=policy)
+    except resume.Preempted as e:
+        sys.stderr.write(f"\n{e} in {store.folder}; rerun the same command to continue\n")
+        return 128 + signal.SIGTERM
     except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
         if not common.is_out_of_memory(e):
             raise
         sys.stderr.write("\nerror: " + evaluator_oom_message(cfg) + "\n")
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    progress.close()
     if result.accumulator.images != total:
         sys.stderr.write(f"error: evaluated {result.accumulator.images} of {total} images\n")
         return 1
-    report(cfg, result, bench, Path(FLAGS.workdir))
+    resumed = 0 if start is None else sum(int(p["images"]) for p in start["processes"])
+    report(cfg, result, bench, workdir, checkpoint_seconds=policy.seconds, resumed_images=resumed)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("results written")
+    if jax.process_index() == 0:
+        shutil.rmtree(store.folder, ignore_errors=True)  # done: results.json is the record
     return 0
 
 

@@ -12,6 +12,11 @@ every segment is also named by an open-vocabulary CLIP (`--clip_model`, docs/alg
 segment: class, score, pixels; the vocabulary) and `<name>_classes_overlay.png` (class colours
 and a legend).
 
+`--format png,coco` also writes COCO-style results: `<name>_coco.json` per image and, at the end
+of each run, `coco.json` over every input of the run (images with their sizes; one annotation per
+segment: compressed RLE, area, bbox [x, y, w, h], segment_id, and with --vocabulary the
+category, class and score; diffcut_jax/coco_output.py). `--format coco` writes no PNG.
+
 Unreadable inputs are skipped with a one-line reason; the exit status is non-zero only if nothing succeeded. A re-run skips images whose outputs exist
 (--overwrite redoes them); outputs are written atomically.
 """
@@ -44,6 +49,9 @@ def _label_options():
 flags.DEFINE_string("output_dir", None, "Where the outputs go (created if needed).")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs exist.")
 flags.DEFINE_integer("max_pixels", 178_956_970, "Larger images are skipped.")
+FORMATS = ("png", "coco")
+flags.DEFINE_list("format", ["png"], "Outputs, comma-separated: png (label map and overlays), "
+                  "coco (COCO-style RLE JSON: <name>_coco.json and coco.json for the run).")
 flags.DEFINE_string("clip_model", _default_clip(),
                     "With --vocabulary: open_clip ConvNeXt CLIP, a hub id or a local directory "
                     "(open_clip_config.json + open_clip_model.safetensors).")
@@ -88,6 +96,36 @@ def write_classes(paths, source: Path, image, named, vocabulary) -> dict:
     return {"png": png.name, "json": js.name, "overlay": overlay.name, "present": len(present)}
 
 
+def write_coco_fragment(path: Path, source: Path, labels, named) -> int:
+    """This image's COCO entry and annotations (`coco.json` is assembled from these)."""
+    from diffcut_jax import coco_output, imageio
+
+    anns = coco_output.segment_annotations(labels, None if named is None else named.segments(0))
+    doc = {"image": {"file_name": str(source), "height": int(labels.shape[0]),
+                     "width": int(labels.shape[1])}, "annotations": anns}
+    imageio.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
+    return len(anns)
+
+
+def write_coco_run(out_dir: Path, fragments: list[Path], vocabulary) -> Path:
+    """`coco.json`: every image of the run whose fragment exists, in input order."""
+    from diffcut_jax import coco_output, imageio
+
+    images, annotations = [], []
+    for f in fragments:
+        if f.exists():
+            doc = json.loads(f.read_text())
+            images.append(doc["image"])
+            annotations.append(doc["annotations"])
+    cats = coco_output.categories(None if vocabulary is None else list(vocabulary.names))
+    info = {"description": "diffcut_jax segments", "model": FLAGS.model,
+            "vocabulary": None if vocabulary is None else list(vocabulary.names)}
+    doc = coco_output.coco_document(images, annotations, cats, info)
+    path = out_dir / "coco.json"
+    imageio.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
+    return path
+
+
 def _record_failure(summary: Path, source: Path, message: str, **written) -> None:
     """Say why an image failed (stderr and summary.jsonl); outputs already written stay."""
     sys.stderr.write(f"\nerror: {source}: {message}\n")
@@ -103,6 +141,11 @@ def run(inputs: list[str]) -> int:
 
     if not FLAGS.output_dir:
         sys.stderr.write("error: --output_dir is required\n")
+        return 2
+    formats = {f.strip() for f in FLAGS.format if f.strip()}
+    if not formats or formats - set(FORMATS):
+        sys.stderr.write(f"error: --format={','.join(FLAGS.format)}: choose one or more of "
+                         f"{', '.join(FORMATS)}\n")
         return 2
     from diffcut_jax.labelling import LabelOptions, Labeller
     from diffcut_jax.vocabulary import parse_vocabulary
@@ -128,18 +171,30 @@ def run(inputs: list[str]) -> int:
         sys.stderr.write(f"removed {stale} partial file(s) left by an interrupted run\n")
     names = output_names(files)
 
-    def outputs(f):
+    def outputs(f) -> dict[str, Path]:
         base = out_dir / names[f]
-        suffixes = ["_labels.png", "_overlay.png"]
-        if vocabulary is not None:
-            suffixes += ["_classes.png", "_classes.json", "_classes_overlay.png"]
-        return [base.with_name(base.name + s) for s in suffixes]
+        suffixes = {}
+        if "png" in formats:
+            suffixes.update(labels="_labels.png", overlay="_overlay.png")
+            if vocabulary is not None:
+                suffixes.update(class_png="_classes.png", class_json="_classes.json",
+                                class_overlay="_classes_overlay.png")
+        if "coco" in formats:
+            suffixes["coco"] = "_coco.json"
+        return {k: base.with_name(base.name + v) for k, v in suffixes.items()}
 
-    todo = [f for f in files if FLAGS.overwrite or not all(p.exists() for p in outputs(f))]
+    todo = [f for f in files if FLAGS.overwrite or not all(p.exists() for p in outputs(f).values())]
     already = len(files) - len(todo)
     if already:
         sys.stderr.write(f"{already} image(s) already done (outputs exist; --overwrite to redo)\n")
+
+    def finish() -> None:
+        if "coco" in formats:
+            path = write_coco_run(out_dir, [outputs(f)["coco"] for f in files], vocabulary)
+            sys.stderr.write(f"COCO results of the run: {path}\n")
+
     if not todo:
+        finish()
         return 0
 
     t0 = time.perf_counter()
@@ -164,7 +219,8 @@ def run(inputs: list[str]) -> int:
     ok = failed = 0
     summary = out_dir / "summary.jsonl"
     for f in todo:
-        labels_path, overlay_path, *class_paths = outputs(f)
+        paths = outputs(f)
+        written = {k: paths[k].name for k in ("labels", "overlay") if k in paths}
         t = time.perf_counter()
         try:
             image = imageio.read_rgb(f, max_pixels=FLAGS.max_pixels)
@@ -194,8 +250,9 @@ def run(inputs: list[str]) -> int:
             continue
         run_s = time.perf_counter() - t
         t = time.perf_counter()
-        imageio.write_labels_png(labels_path, labels)
-        imageio.write_rgb_png(overlay_path, imageio.overlay(image, labels))
+        if "labels" in paths:
+            imageio.write_labels_png(paths["labels"], labels)
+            imageio.write_rgb_png(paths["overlay"], imageio.overlay(image, labels))
         write_s = time.perf_counter() - t
         classes = None
         if labeller is not None:
@@ -210,15 +267,21 @@ def run(inputs: list[str]) -> int:
                     "the labelling step", f"batch 1, CLIP at {clip[0]} x {clip[1]}, masks "
                     f"{labels.shape[0]} x {labels.shape[1]}, {int(labels.max()) + 1} segments",
                     f"lower --clip_image_size (now {label_opts.clip_image_size or 'the working size'})")
-                _record_failure(summary, f, msg, labels=labels_path.name, overlay=overlay_path.name)
+                _record_failure(summary, f, msg, **written)
                 failed += 1
                 progress.update("failed")
                 continue
             label_s = time.perf_counter() - t
-            classes = write_classes(class_paths, f, image, named, vocabulary)
+            classes = {"present": len({s["class"] for s in named.segments(0)})}
+            if "class_png" in paths:
+                classes = write_classes([paths[k] for k in ("class_png", "class_json", "class_overlay")],
+                                        f, image, named, vocabulary)
             classes["seconds"] = round(label_s, 4)
+        if "coco" in paths:
+            written["coco"] = paths["coco"].name
+            write_coco_fragment(paths["coco"], f, labels, named if labeller is not None else None)
         record = {
-            "input": str(f), "labels": labels_path.name, "overlay": overlay_path.name,
+            "input": str(f), **written,
             "height": int(labels.shape[0]), "width": int(labels.shape[1]),
             "working_size": list(seg.working_size(*labels.shape)),
             "segments": int(labels.max()) + 1,
@@ -230,6 +293,8 @@ def run(inputs: list[str]) -> int:
             fh.write(json.dumps(record) + "\n")
         ok += 1
         progress.update("ok")
+    progress.close()
+    finish()
     total = time.perf_counter() - t0
     sys.stderr.write(
         f"done: processed {ok}, skipped {already} (already done), failed {failed}, "

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcut_jax import imageio
+from diffcut_jax import coco_output, imageio
 from diffcut_jax.segmentation import working_size
 from diffcut_jax.segmenter import DiffCut
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
@@ -241,6 +241,40 @@ def test_coherence_command(tiny_root, tmp_path):
     assert res.returncode == 2 and "outside" in res.stderr
 
 
+def _check_coco(out: Path, photos, *, named: bool):
+    """coco.json against the PNG outputs: RLE decodes to the label map, area, bbox, classes."""
+    from pycocotools import mask as mask_api
+    from pycocotools.coco import COCO
+
+    doc = json.loads((out / "coco.json").read_text())
+    assert [im["file_name"] for im in doc["images"]] == [str(p) for p in photos]
+    api = COCO()  # pycocotools reads it as any COCO annotation file
+    api.dataset = doc
+    api.createIndex()
+    for image in doc["images"]:
+        stem = Path(image["file_name"]).stem
+        labels = imageio.read_labels_png(out / f"{stem}_labels.png")
+        assert (image["height"], image["width"]) == labels.shape
+        anns = api.loadAnns(api.getAnnIds(imgIds=[image["id"]]))
+        assert sorted(a["segment_id"] for a in anns) == np.unique(labels).tolist()
+        # Round trip: decoding every RLE gives the label PNG back.
+        np.testing.assert_array_equal(
+            coco_output.labels_from_annotations(anns, *labels.shape), labels)
+        classes = json.loads((out / f"{stem}_classes.json").read_text()) if named else None
+        for a in anns:
+            m = labels == a["segment_id"]
+            np.testing.assert_array_equal(api.annToMask(a).astype(bool), m)
+            ys, xs = np.nonzero(m)
+            assert a["area"] == m.sum() and a["iscrowd"] == 0
+            assert a["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert a["segmentation"]["counts"] == mask_api.encode(
+                np.asfortranarray(m.astype(np.uint8)))["counts"].decode()
+            if named:
+                s = next(s for s in classes["segments"] if s["segment"] == a["segment_id"])
+                assert (a["category_id"], a["class"], a["score"]) == (s["class_id"] + 1, s["class"], s["score"])
+                assert api.cats[a["category_id"]]["name"] == s["class"]
+
+
 @pytest.mark.slow
 def test_segment_command_names_segments_with_a_vocabulary(tiny_root, tmp_path):
     from tests.helpers import FIXTURES
@@ -251,9 +285,10 @@ def test_segment_command_names_segments_with_a_vocabulary(tiny_root, tmp_path):
     vocab = "cat,kitty;dog;grass,lawn;sky"
     args = ["--model", str(tiny_root), "--image_size", str(SIZE), "--tau", "0.9",
             "--output_dir", str(out), "--vocabulary", vocab, "--clip_model", str(clip_dir),
-            "--clip_image_size", "96", *map(str, photos)]
+            "--clip_image_size", "96", "--format", "png,coco", *map(str, photos)]
     res = _run(args, env=_env())
     assert res.returncode == 0, res.stderr[-3000:]
+    _check_coco(out, photos, named=True)
     for p in photos:
         labels = _check_outputs(out, p.stem, p)
         classes = imageio.read_labels_png(out / f"{p.stem}_classes.png")
@@ -279,6 +314,25 @@ def test_segment_command_names_segments_with_a_vocabulary(tiny_root, tmp_path):
     assert record["classes"]["png"].endswith("_classes.png")
     again = _run(args, env=_env())  # outputs exist: nothing to redo
     assert again.returncode == 0 and "2 image(s) already done" in again.stderr
+    _check_coco(out, photos, named=True)  # coco.json rebuilt from the per-image files
+
+    # COCO only, class-agnostic: no PNG, the same segments (decoded against the first run's PNGs).
+    agnostic = tmp_path / "agnostic"
+    res = _run(["--model", str(tiny_root), "--image_size", str(SIZE), "--tau", "0.9",
+                "--output_dir", str(agnostic), "--format", "coco", *map(str, photos)], env=_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not list(agnostic.glob("*.png"))
+    doc = json.loads((agnostic / "coco.json").read_text())
+    assert doc["categories"] == [{"id": 1, "name": "segment"}]
+    for image in doc["images"]:
+        anns = [a for a in doc["annotations"] if a["image_id"] == image["id"]]
+        assert all(a["category_id"] == 1 and "score" not in a for a in anns)
+        stem = Path(image["file_name"]).stem
+        np.testing.assert_array_equal(
+            coco_output.labels_from_annotations(anns, image["height"], image["width"]),
+            imageio.read_labels_png(out / f"{stem}_labels.png"))
+    res = _run(["--output_dir", str(agnostic), "--format", "png,tiff", str(IMAGES[0])], env=_env())
+    assert res.returncode == 2 and "--format=png,tiff: choose one or more of png, coco" in res.stderr
 
     for bad, message in [("", "vocabulary is empty"), ("voc21", "unknown vocabulary preset 'voc21'"),
                          ("cat;dog;cat", "duplicate names across classes: 'cat'"),

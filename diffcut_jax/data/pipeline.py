@@ -125,20 +125,27 @@ def num_examples(builder, split) -> int:
 
 def eval_batches(builder, *, batch_size: int, image_size: int = 1024, mask_size: int = 128,
                  split: str = "validation", process_index: int = 0, process_count: int = 1,
-                 parallel_calls: int | None = None) -> tuple[tf.data.Dataset, int]:
+                 parallel_calls: int | None = None, skip_batches: int = 0) -> tuple[tf.data.Dataset, int]:
     """(dataset of padded batches for this process, number of batches). Every process gets the
-    same number of batches (the shorter ones end with all-invalid batches)."""
+    same number of batches (the shorter ones end with all-invalid batches).
+
+    `skip_batches`: start after that many batches (a resumed evaluation), the same batches as
+    an uninterrupted run's from there on; the skipped records are not decoded. The number
+    returned stays the whole count."""
     hide_accelerators_from_tensorflow()
     total = num_examples(builder, split)
     per_process = math.ceil(total / process_count)
     num_batches = max(1, math.ceil(per_process / batch_size))
+    if not 0 <= skip_batches <= num_batches:
+        raise ValueError(f"skip_batches={skip_batches}: the split has {num_batches} batch(es)")
     autotune = tf.data.AUTOTUNE if parallel_calls is None else parallel_calls
     ds = read_dataset(builder, split_for_process(split, process_index, process_count))
+    ds = ds.skip(skip_batches * batch_size)  # still encoded: skipping reads, never decodes
     ds = ds.map(lambda ex: preprocess(ex, image_size=image_size, mask_size=mask_size),
                 num_parallel_calls=autotune, deterministic=True)
     ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))
     empty = tf.data.Dataset.from_tensors(_empty_batch(batch_size, image_size, mask_size))
-    ds = ds.concatenate(empty.repeat()).take(num_batches)
+    ds = ds.concatenate(empty.repeat()).take(num_batches - skip_batches)
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -204,22 +204,53 @@ class Evaluator:
                 on_image({"image_id": dev["image_id"][i], "segments": int(num_pred[i]),
                           "valid_pixels": valid_pixels, "correct_pixels": int(tp.sum())})
 
+    def local_state(self, result: EvalResult) -> dict:
+        """This process's progress as JSON-able data (its counts are summed over processes only
+        at the end): what a checkpoint holds for it (resume.py)."""
+        acc = result.accumulator
+        return {"tp": acc.tp.tolist(), "fp": acc.fp.tolist(), "fn": acc.fn.tolist(),
+                "valid_pixels": int(acc.valid_pixels), "images": int(acc.images),
+                "per_image": list(result.per_image)}
+
+    def restore_state(self, result: EvalResult, state: dict) -> None:
+        """Inverse of `local_state`: continue from a checkpoint's counts and records."""
+        acc = result.accumulator
+        acc.tp, acc.fp, acc.fn = (np.asarray(state[k], np.float64) for k in ("tp", "fp", "fn"))
+        acc.valid_pixels, acc.images = int(state["valid_pixels"]), int(state["images"])
+        result.per_image[:] = state["per_image"]
+
     def evaluate(self, batches: Iterable[dict], *, on_image: Callable[[str, MIoUAccumulator], None] | None = None,
-                 prefetch: int = 2, overlap: bool = True) -> EvalResult:
+                 prefetch: int = 2, overlap: bool = True, resume: tuple[int, dict] | None = None,
+                 after_batch: Callable[[int, EvalResult], None] | None = None) -> EvalResult:
         """Run every batch; `on_image(image_id, accumulator)` after each real image is scored.
 
         While the device computes batch i, the host scores batch i - 1 and the next `prefetch`
         batches are already transferred. `overlap=False` runs the steps one after another (the
         baseline of benchmarks/eval_throughput.py).
+
+        Preemption (resume.py): `resume` is (batches done, this process's `local_state` then),
+        and `batches` must start after them; `after_batch(batches_done, result)` runs once each
+        batch is scored, in order (checkpoints; it may raise to stop).
         """
         acc = MIoUAccumulator(self.benchmark.num_classes)
         result = EvalResult(self.benchmark, acc)
+        done = 0
+        if resume is not None:
+            done = int(resume[0])
+            self.restore_state(result, resume[1])
         prefetch = max(1, prefetch) if overlap else 1
 
         def scored(record):
             result.per_image.append(record)
             if on_image is not None:
                 on_image(record["image_id"], acc)
+
+        def score(dev, out):
+            nonlocal done
+            self._score(dev, out, acc, scored)
+            done += 1
+            if after_batch is not None:
+                after_batch(done, result)
 
         start = time.perf_counter()
         source = iter(batches)
@@ -242,13 +273,13 @@ class Evaluator:
             if overlap:
                 fill()  # transfer ahead, and score the previous batch, while the device works
                 if pending is not None:
-                    self._score(*pending, acc, scored)
+                    score(*pending)
                 pending = (dev, out)
             else:
-                self._score(dev, out, acc, scored)
+                score(dev, out)
                 fill()
         if pending is not None:
-            self._score(*pending, acc, scored)
+            score(*pending)
         acc.merge_processes()
         result.seconds = time.perf_counter() - start
         return result

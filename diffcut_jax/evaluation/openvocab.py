@@ -134,9 +134,18 @@ class OpenVocabEvaluator(Evaluator):
                       "correct_pixels": int(tp.sum()), "jaccard": jaccard,
                       "classes_predicted": int((hist[i].sum(axis=0) > 0).sum())})
 
-    def evaluate(self, batches, *, on_image=None, prefetch: int = 2, overlap: bool = True):
+    def local_state(self, result) -> dict:
+        return {**super().local_state(result), "jaccard": list(self._jaccard)}
+
+    def restore_state(self, result, state: dict) -> None:
+        super().restore_state(result, state)
+        self._jaccard = [float(state["jaccard"][0]), int(state["jaccard"][1])]
+
+    def evaluate(self, batches, *, on_image=None, prefetch: int = 2, overlap: bool = True,
+                 resume=None, after_batch=None):
         self._jaccard = [0.0, 0]
-        base = super().evaluate(batches, on_image=on_image, prefetch=prefetch, overlap=overlap)
+        base = super().evaluate(batches, on_image=on_image, prefetch=prefetch, overlap=overlap,
+                                resume=resume, after_batch=after_batch)
         total, count = self._jaccard
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils

@@ -147,14 +147,15 @@ def predict_masks(params, images, noise, tau, alpha, *, model: FeatureModel,
 
 
 def segment_images(params, images, noise, tau, alpha, *, model: FeatureModel,
-                   options: SegmenterOptions, size, out_size):
-    """The segmenter's batch path: any-size images -> (B, *out_size) labels, consecutive from 0."""
+                   options: SegmenterOptions, size, out_size, feature_batch: int | None = None):
+    """The segmenter's batch path: any-size images -> (B, *out_size) labels, consecutive from 0.
+    `feature_batch` as in `predict_masks`."""
     images = images.astype(jnp.float32)
     if images.shape[1:3] != size:
         images = jax.vmap(lambda im: resize_bilinear(im, size))(images)
     masks, n_nodes = predict_masks(params, images, noise, tau, alpha, model=model,
                                    options=options, size=size, mask_size=size,
-                                   refine_now=options.refinement)
+                                   refine_now=options.refinement, feature_batch=feature_batch)
     masks = jax.vmap(functools.partial(consecutive, num_labels=n_nodes))(masks)
     if out_size != size:
         rows = jnp.asarray(nearest_exact_indices(size[0], out_size[0]))

@@ -79,7 +79,7 @@ class DiffCut:
         argument; shard or replicate it as any pytree)."""
         return self.extractor.params
 
-    def function(self, *, traced_options: bool = False):
+    def function(self, *, traced_options: bool = False, feature_batch: int | None = None):
         """The segmenter as a pure function for your own transformations (`jax.jit`, `jax.vmap`,
         `NamedSharding` over the batch, `shard_map`):
 
@@ -90,7 +90,12 @@ class DiffCut:
 
         Every static choice (model graphs, options, working size from the input shape, the noise
         draw) is bound here; the result equals `seg(images)`. Traced once per input shape by the
-        caller's `jit`."""
+        caller's `jit`.
+
+        `feature_batch=1` (or k): the UNet runs on fixed chunks of k images (`lax.map`), so its
+        round-off, and with it the labels, no longer depend on how the batch is split over
+        devices: sharded over 8 devices equals 1 device, bit for bit. None (as `seg(images)`):
+        the whole batch (or each device's share) at once."""
         model, options = self.model, self.options.static
 
         def segment(params, images, tau=None, alpha=None):
@@ -103,7 +108,7 @@ class DiffCut:
             tau = jnp.float32(self.options.tau) if tau is None else tau
             alpha = jnp.float32(self.options.alpha) if alpha is None else alpha
             return segment_images(params, images, noise, tau, alpha, model=model, options=options,
-                                  size=size, out_size=(h, w))
+                                  size=size, out_size=(h, w), feature_batch=feature_batch)
 
         if traced_options:
             return segment

@@ -5,7 +5,9 @@ the fp16 variant when there is one, tokenizer files when asked for).
 """
 from __future__ import annotations
 
+import functools
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +73,35 @@ def _local(root: Path) -> CheckpointFiles:
     return CheckpointFiles(root, parts)
 
 
+def hub_unreachable() -> str | None:
+    """None if the hub can be asked, else why not (offline mode, or its endpoint refuses a
+    connection). Offline, every hub call would otherwise be retried with backoff (five times,
+    over a minute) before the local cache is tried."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    return _endpoint_unreachable(constants.ENDPOINT)
+
+
+@functools.lru_cache(maxsize=None)
+def _endpoint_unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """One connection attempt per endpoint and process."""
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host} is unreachable ({e})"
+    return None
+
+
 def _download_hint(repo_id: str) -> str:
     return (
         f"To get the weights, on a machine with network access run\n"
-        f"  huggingface-cli download {repo_id} --include 'unet/*' 'vae/*' 'text_encoder*/*' "
+        f"  hf download {repo_id} --include 'unet/*' 'vae/*' 'text_encoder*/*' "
         f"'tokenizer*/*' --local-dir /path/to/{repo_id.split('/')[-1]}\n"
         f"(or any diffusers `save_pretrained` directory with safetensors weights), then pass that "
         f"directory instead of the hub id."
@@ -113,6 +140,9 @@ def resolve(model: str | Path, *, prefer_fp16: bool = True, tokenizers: bool = F
         return want
 
     try:
+        offline = hub_unreachable()
+        if offline:
+            raise ConnectionError(offline)
         files = set(HfApi().list_repo_files(repo_id))
         root = snapshot_download(repo_id, allow_patterns=patterns(files))
     except Exception as online_error:  # offline, no network, not found, gated...
@@ -199,7 +229,7 @@ def _open_clip_local(root: Path) -> OpenCLIPFiles:
 
 def _open_clip_hint(repo_id: str) -> str:
     return (f"To get the weights, on a machine with network access run\n"
-            f"  huggingface-cli download {repo_id} {OPEN_CLIP_CONFIG} {OPEN_CLIP_WEIGHTS} "
+            f"  hf download {repo_id} {OPEN_CLIP_CONFIG} {OPEN_CLIP_WEIGHTS} "
             f"--local-dir /path/to/{repo_id.split('/')[-1]}\n"
             f"then pass that directory (--clip_model=/path/to/...) instead of the hub id.")
 
@@ -215,6 +245,9 @@ def resolve_open_clip(model: str | Path) -> OpenCLIPFiles:
     except ImportError as e:
         raise ModelNotAvailableError(f"huggingface_hub is needed to fetch {repo_id!r}") from e
     try:
+        offline = hub_unreachable()
+        if offline:
+            raise ConnectionError(offline)
         files = set(HfApi().list_repo_files(repo_id))
         weights = OPEN_CLIP_WEIGHTS if OPEN_CLIP_WEIGHTS in files else OPEN_CLIP_TORCH_WEIGHTS
         root = snapshot_download(repo_id, allow_patterns=[OPEN_CLIP_CONFIG, weights])

@@ -1,7 +1,9 @@
-"""Random checkpoints in the real diffusers layout, for tests, examples and benchmarks (no torch).
+"""Random checkpoints in the real layouts, for tests, examples and benchmarks (no torch).
 
     write_random_checkpoint(path, "ssd-1b", dtype="float16")   # full size, every real tensor
     write_random_checkpoint(path, tiny_spec("sdxl"))            # a few MB, same structure
+    write_random_open_clip(path, "tiny")                        # open_clip hub layout, ~1 MB
+    write_random_open_clip(path, "clip-convnext-large-d-320")   # the default CLIP, full size
 
 The layout is diffusers' own: `<root>/<part>/config.json` and
 `<root>/<part>/diffusion_pytorch_model[.fp16].safetensors` (`model[.fp16].safetensors` for the
@@ -10,6 +12,7 @@ text encoders), tensors in PyTorch layout under their real names (`text_model.` 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -161,6 +164,92 @@ def write_random_checkpoint(root: str | Path, spec: str | Mapping, *, dtype: str
         suffix = f".{variant}" if variant else ""
         save_file(tensors, str(folder / f"{WEIGHT_NAMES[part]}{suffix}.safetensors"))
         del tensors
+    return root
+
+
+TINY_OPEN_CLIP = {  # open_clip's model_cfg: a ConvNeXt-atto image tower, a 2-layer text tower
+    "embed_dim": 32,
+    "vision_cfg": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False,
+                   "timm_pool": "", "timm_proj": "mlp", "timm_drop": 0.0, "timm_drop_path": 0.0,
+                   "image_size": 96},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+_OPEN_CLIP_TEXT = (  # our CLIPTextModel names -> open_clip's (the inverse of OpenCLIPSource)
+    (r"^text\.embeddings\.token_embedding\.weight$", "token_embedding.weight"),
+    (r"^text\.embeddings\.position_embedding\.weight$", "positional_embedding"),
+    (r"^text\.final_layer_norm\.", "ln_final."),
+    (r"^text\.encoder\.layers\.(\d+)\.layer_norm1\.", r"transformer.resblocks.\1.ln_1."),
+    (r"^text\.encoder\.layers\.(\d+)\.layer_norm2\.", r"transformer.resblocks.\1.ln_2."),
+    (r"^text\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"transformer.resblocks.\1.attn.out_proj."),
+    (r"^text\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"transformer.resblocks.\1.mlp.c_fc."),
+    (r"^text\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"transformer.resblocks.\1.mlp.c_proj."),
+)
+
+
+def open_clip_tensors(model_cfg: Mapping) -> dict[str, list[int]]:
+    """Name -> shape of every tensor of an open_clip checkpoint of `model_cfg` that our model
+    reads, under open_clip's own names (q, k, v stacked as `in_proj_*`, `text_projection` as
+    x @ W). For the default CLIP this is the real checkpoint's list (tests/test_openvocab.py)."""
+    import re
+
+    from diffcut_jax.models.open_clip import OpenCLIP, OpenCLIPConfig
+
+    cfg = OpenCLIPConfig.from_open_clip({"model_cfg": dict(model_cfg)})
+    _, state = abstract_module(lambda r: OpenCLIP(cfg, rngs=r))
+    out: dict[str, list[int]] = {}
+    for path, var in _flat(state):
+        name, shape = nnx_path_to_torch(path), _torch_shape(path, var.shape)
+        m = re.match(r"^text\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$", name)
+        if m:
+            key = f"transformer.resblocks.{m.group(1)}.attn.in_proj_{m.group(3)}"
+            out[key] = [3 * shape[0]] + shape[1:]
+            continue
+        if name == "text.text_projection.weight":
+            out["text_projection"] = shape[::-1]
+            continue
+        for pattern, repl in _OPEN_CLIP_TEXT:
+            if re.search(pattern, name):
+                name = re.sub(pattern, repl, name)
+                break
+        out[name] = shape
+    return out
+
+
+def write_random_open_clip(root: str | Path, spec: str | Mapping = "tiny", *, dtype: str = "float32",
+                           seed: int = 0, std: float = 0.02) -> Path:
+    """A random open_clip model in the hub layout (`open_clip_config.json`,
+    `open_clip_model.safetensors`): `spec` "tiny" (`TINY_OPEN_CLIP`), a CLIP preset name
+    (`presets.CLIP_NAMES`: full size, the real tensor list) or an open_clip `model_cfg`.
+    `load_clip(root)` and `--clip_model=root` take it like a downloaded model."""
+    from safetensors.numpy import save_file
+
+    from diffcut_jax.hub import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
+
+    preprocess = {"mean": [0.48145466, 0.4578275, 0.40821073],
+                  "std": [0.26862954, 0.26130258, 0.27577711]}
+    if spec == "tiny":
+        model_cfg, tensors = TINY_OPEN_CLIP, open_clip_tensors(TINY_OPEN_CLIP)
+    elif isinstance(spec, str):
+        preset = presets.load(spec)
+        if spec not in presets.CLIP_NAMES:
+            raise ValueError(f"{spec!r} is not a CLIP preset ({', '.join(presets.CLIP_NAMES)})")
+        model_cfg, tensors, preprocess = preset["model_cfg"], preset["tensors"], preset["preprocess"]
+    else:
+        model_cfg, tensors = dict(spec), open_clip_tensors(spec)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / OPEN_CLIP_CONFIG).write_text(json.dumps(
+        {"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=1))
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, shape in tensors.items():
+        x = rng.standard_normal(size=shape, dtype=np.float32) * std
+        if name == "logit_scale":
+            x = np.full(shape, np.log(1 / 0.07), np.float32)
+        elif _is_norm_weight(name, shape) or re.search(r"(ln_\d|ln_final|norm)\.weight$", name):
+            x = 1.0 + x
+        arrays[name] = x.astype(np.dtype(dtype))
+    save_file(arrays, str(root / OPEN_CLIP_WEIGHTS))
     return root
 
 

@@ -8,6 +8,7 @@ COMMANDS = {
     "segment": "Segment images into label maps and overlays.",
     "coherence": "Render the semantic coherence heat map of one patch.",
     "eval": "Evaluate on a benchmark (--config=<benchmark>): mIoU, per-class IoU.",
+    "demo": "Serve the local web demo (Gradio; pip install -e \".[demo]\").",
 }
 
 

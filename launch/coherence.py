@@ -29,10 +29,9 @@ def run(argv: list[str]) -> int:
 
     from diffcut_jax import imageio
     from diffcut_jax.checkpoint import CheckpointError
-    from diffcut_jax.coherence import coherence_map
+    from diffcut_jax.coherence import coherence_map, coherence_overlay
     from diffcut_jax.extractor import load_extractor
     from diffcut_jax.hub import ModelNotAvailableError
-    from diffcut_jax.image_ops import resize_bilinear
     from diffcut_jax.segmentation import working_size
 
     if len(argv) != 1:
@@ -64,17 +63,10 @@ def run(argv: list[str]) -> int:
     except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    h, w = image.shape[:2]
-    heat = np.asarray(resize_bilinear(sim[..., None], (h, w)))[..., 0]
-    colours = imageio.heat_colours((heat + 1) / 2)
-    out = (1 - FLAGS.opacity) * image + FLAGS.opacity * colours
+    out = coherence_overlay(image, np.asarray(sim), patch, FLAGS.opacity)
     fh, fw = feats.shape[:2]
-    y0, y1 = int(patch[0] * h / fh), int((patch[0] + 1) * h / fh)
-    x0, x1 = int(patch[1] * w / fw), int((patch[1] + 1) * w / fw)
-    out[y0:y1, [x0, max(x0, x1 - 1)]] = 1.0
-    out[[y0, max(y0, y1 - 1)], x0:x1] = 1.0
     output = Path(FLAGS.output) if FLAGS.output else path.with_name(f"{path.stem}_coherence.png")
-    imageio.write_rgb_png(output, (255 * np.clip(out, 0, 1) + 0.5).astype(np.uint8))
+    imageio.write_rgb_png(output, out)
     sys.stderr.write(f"wrote {output} (feature map {fh} x {fw}, patch {patch}, "
                      f"similarity range [{float(sim.min()):.3f}, {float(sim.max()):.3f}])\n")
     return 0

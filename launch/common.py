@@ -138,6 +138,22 @@ def out_of_memory_message(program: str, details: str, advice: str) -> str:
     return f"out of memory on {dev.platform} ({dev.device_kind}) in {program} ({details}): {advice}"
 
 
+def unavailable_model(model, clip_model=None) -> Exception | None:
+    """Find every model a command needs before loading any (a missing CLIP is reported at once,
+    not after the diffusion model has loaded); the first problem, or None."""
+    from diffcut_jax import hub, saved
+    from diffcut_jax.checkpoint import CheckpointError
+
+    try:
+        if not saved.is_saved(model):
+            hub.resolve(model)
+        if clip_model:
+            hub.resolve_open_clip(clip_model)
+    except CheckpointError as e:  # ModelNotAvailableError included
+        return e
+    return None
+
+
 def model_error_exit(err: Exception) -> int:
     sys.stderr.write(f"error: {err}\n")
     return 2
@@ -166,11 +182,39 @@ def enable_compilation_cache(path: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def command_help(module_name: str) -> str:
+    """A command's usage (its module docstring) and its own flags with their defaults: those of
+    its module and the shared ones it defined here; absl's logging flags stay in --helpfull."""
+    module = sys.modules[module_name]
+    parts = [(module.__doc__ or "").strip(), "flags:"]
+    for name in (module_name, __name__):
+        text = flags.FLAGS.module_help(name).strip()
+        if text:
+            parts.append(text)
+    parts.append("(--helpfull also lists absl's own flags.)")
+    return "\n\n".join(parts) + "\n"
+
+
 def entry_point(run):
-    """absl entry point for `run(positional_args) -> exit status`."""
+    """absl entry point for `run(positional_args) -> exit status`; `--help` lists the command's
+    own flags."""
 
     def main(argv):
+        import logging
+
+        # absl shows INFO records; JAX's backend probing ("Unable to initialize backend 'tpu'")
+        # is one on every machine without that accelerator, httpx logs every request of the
+        # hub client and the demo. `-v 1` shows them again.
+        if flags.FLAGS.verbosity <= 0:
+            for name in ("jax", "httpx"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
         sys.exit(run(argv[1:]))
 
-    return lambda: app.run(main)
+    def start():
+        if any(a in ("-h", "--help", "-help", "--h") for a in sys.argv[1:]):
+            sys.stdout.write(command_help(run.__module__))
+            sys.exit(0)
+        app.run(main)
+
+    return start

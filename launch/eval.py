@@ -305,6 +305,10 @@ def run(args: list[str]) -> int:
         sys.stderr.write(f"error: {e}\n")
         return 2
     t0 = time.perf_counter()
+    problem = common.unavailable_model(cfg.model.path,
+                                       cfg.clip_model.path if is_openvocab(cfg) else None)
+    if problem is not None:
+        return common.model_error_exit(problem)
     try:
         evaluator = make_evaluator(cfg, bench)
     except (CheckpointError, ValueError) as e:

@@ -198,6 +198,9 @@ def run(inputs: list[str]) -> int:
         return 0
 
     t0 = time.perf_counter()
+    problem = common.unavailable_model(FLAGS.model, FLAGS.clip_model if vocabulary is not None else None)
+    if problem is not None:
+        return common.model_error_exit(problem)
     try:
         seg = DiffCut.from_pretrained(
             FLAGS.model, dtype=FLAGS.dtype, timestep=FLAGS.timestep, seed=FLAGS.seed,

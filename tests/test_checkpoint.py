@@ -176,7 +176,7 @@ def test_offline_hub_id_explains_how_to_get_weights(monkeypatch, tmp_path):
     with pytest.raises(hub.ModelNotAvailableError) as err:
         hub.resolve("segmind/SSD-1B")
     text = str(err.value)
-    assert "huggingface-cli download segmind/SSD-1B" in text and "local" in text
+    assert "hf download segmind/SSD-1B" in text and "local" in text
 
 
 @pytest.mark.slow

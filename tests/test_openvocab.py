@@ -264,3 +264,27 @@ def test_confusion_scores_and_the_original_per_image_jaccard():
     assert pixels == 12
     # torchmetrics' macro JaccardIndex on this image: classes present in prediction or truth only.
     assert jaccard == pytest.approx((5 / 8 + 4 / 7) / 2)
+
+
+def test_random_open_clip_writer_tiny_and_full_size(tmp_path):
+    """`testing.write_random_open_clip`: the hub layout that `load_clip` reads; the full-size
+    tensor list is the real checkpoint's (the preset), the tiny one the open_clip fixture's."""
+    from safetensors import safe_open
+
+    from diffcut_jax import presets
+    from diffcut_jax.testing import TINY_OPEN_CLIP, open_clip_tensors, write_random_open_clip
+
+    real = presets.load("clip-convnext-large-d-320")
+    assert open_clip_tensors(real["model_cfg"]) == {k: list(v) for k, v in real["tensors"].items()}
+    fixture = FIXTURES / "openclip" / "tiny_convnext_clip" / "open_clip_model.safetensors"
+    with safe_open(str(fixture), "np") as f:
+        assert open_clip_tensors(TINY_OPEN_CLIP) == {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    root = write_random_open_clip(tmp_path / "clip", "tiny", seed=1)
+    assert sorted(p.name for p in root.iterdir()) == ["open_clip_config.json", "open_clip_model.safetensors"]
+    labeller = Labeller.from_pretrained(root, "cat;dog;sky", image_size=64)
+    masks = np.repeat(np.arange(4, dtype=np.int32).reshape(2, 2), 32, 0).repeat(32, 1)
+    named = labeller(np.random.default_rng(0).random((64, 64, 3), np.float32), masks)
+    assert named.class_map.shape == (1, 64, 64) and len(named.segments(0)) == 4
+    with pytest.raises(ValueError, match="not a CLIP preset"):
+        write_random_open_clip(tmp_path / "x", "ssd-1b")

@@ -189,7 +189,7 @@ def test_offline_default_model_says_how_to_download(tmp_path):
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     res = _run(["--output_dir", str(tmp_path / "o"), str(IMAGES[0])], env=env)
     assert res.returncode == 2
-    assert "huggingface-cli download segmind/SSD-1B" in res.stderr and "local" in res.stderr
+    assert "hf download segmind/SSD-1B" in res.stderr and "local" in res.stderr
 
 
 @pytest.mark.slow
@@ -350,6 +350,8 @@ def test_offline_default_clip_model_says_how_to_download(tiny_root, tmp_path):
     res = _run(["--model", str(tiny_root), "--image_size", str(SIZE), "--output_dir",
                 str(tmp_path / "o"), "--vocabulary", "voc20", str(IMAGES[0])], env=env)
     assert res.returncode == 2
-    assert ("huggingface-cli download laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup "
+    assert ("hf download laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup "
             "open_clip_config.json open_clip_model.safetensors") in res.stderr
     assert "--clip_model" in res.stderr
+    # Found missing before the diffusion model loads, and without hub retries.
+    assert "model loaded" not in res.stderr and "Retrying" not in res.stderr

@@ -31,9 +31,10 @@ def _coherence_jit(features, patch, other):
     return jnp.einsum("hwc,c->hw", g, f[patch[0], patch[1]], precision=jax.lax.Precision.HIGHEST)
 
 
-def coherence_overlay(image, similarity, patch: tuple[int, int], opacity: float = 0.6):
+def coherence_overlay(image, similarity, patch: tuple[int, int] | None, opacity: float = 0.6):
     """uint8 RGB: the (h, w) similarity map upsampled over the photo (H, W, 3) in [0, 1], as a
-    blue-to-red heat map (-1 to 1), with the chosen patch outlined in white."""
+    blue-to-red heat map (-1 to 1), with the chosen patch outlined in white (None: no outline,
+    for a patch of another image)."""
     import numpy as np
 
     from diffcut_jax import imageio
@@ -44,6 +45,8 @@ def coherence_overlay(image, similarity, patch: tuple[int, int], opacity: float 
     fh, fw = similarity.shape
     heat = np.asarray(resize_bilinear(jnp.asarray(similarity)[..., None], (h, w)))[..., 0]
     out = (1 - opacity) * image + opacity * imageio.heat_colours((heat + 1) / 2)
+    if patch is None:
+        return (255 * np.clip(out, 0, 1) + 0.5).astype(np.uint8)
     y0, y1 = int(patch[0] * h / fh), int((patch[0] + 1) * h / fh)
     x0, x1 = int(patch[1] * w / fw), int((patch[1] + 1) * w / fw)
     out[y0:y1, [x0, max(x0, x1 - 1)]] = 1.0

@@ -28,7 +28,7 @@ import argparse
 import os
 
 # XLA:CPU (jax 0.10) can deadlock the level formulation under its concurrency-optimized
-# scheduler (README, "Known issues"); the option is ignored by other backends.
+# scheduler (docs/differences.md, "Known issues"); the option is ignored by other backends.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 import json  # noqa: E402
@@ -140,7 +140,7 @@ def main() -> None:
         report["ncut"][form] = row
         save("ncut")
     # Nodes outside a one-to-one match of the two partitions. On CPU (jax 0.10.2) these maps give
-    # 0-2 per map: the exact-zero rows whose side round-off decides (README, "Differences").
+    # 0-2 per map: the exact-zero rows whose side round-off decides (docs/differences.md).
     diff = [int(partition_mismatch(a, b).sum()) for a, b in zip(labels["stack"], labels["level"])]
     report["ncut"]["level_stack_parity"] = {
         "identical_partitions": f"{diff.count(0)}/{len(diff)}", "nodes_differing": diff,

@@ -3,7 +3,7 @@
     python benchmarks/memory_analysis.py [--model ssd-1b] [--dtype float32] [--only diffcut]
         [--out memory.json]
 
-The programs (`diffcut_jax/programs.py`, the README's memory table): the `DiffCut` batch function
+The programs (`diffcut_jax/programs.py`, the memory table of docs/performance.md): the `DiffCut` batch function
 at 1024 x 1024, batch 1 and 16, with and without refinement; the evaluator's device steps of
 `voc20` (with and without PAMR) and of `openvoc_voc20` / `openvoc_coco_object` at their configured
 settings; the labeller step; the coherence command; the features alone for comparison. Each is

@@ -17,7 +17,7 @@ import json
 import os
 
 # XLA:CPU (jax 0.10) can deadlock the level formulation under its concurrency-optimized
-# scheduler (README, "Known issues"); the option is ignored by other backends.
+# scheduler (docs/differences.md, "Known issues"); the option is ignored by other backends.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 import platform

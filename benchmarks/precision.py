@@ -3,7 +3,7 @@ with the full-size SSD-1B architecture and random weights.
 
     python benchmarks/precision.py [--size 512] [--images 2] [--out precision.json]
 
-Choices (README "Precision"):
+Choices (docs/performance.md, "Precision"):
 - VAE, float32 with TF32 convolutions ("torch" policy on NVIDIA GPUs). A CPU computes float32
   exactly whatever the precision setting, so TF32 is emulated: both operands of every VAE
   convolution are rounded to TF32's 10-bit mantissa (round to nearest even), then multiplied

@@ -6,7 +6,7 @@ Each map is 32 x 32 x 1280 (SSD-1B's shape): 3-7 smooth Voronoi regions with ran
 Gaussian noise of random strength, alpha drawn from (5, 10, 15), tau 0.5. For each map: splits of
 both, the nodes whose partition differs, how many of those hold an exact zero in their affinity
 row, and the root's smallest eigenvalues (float64), which tell whether the root is degenerate.
-README, "Differences from the original", has the findings.
+docs/differences.md has the findings.
 """
 from __future__ import annotations
 

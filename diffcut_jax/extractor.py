@@ -33,7 +33,7 @@ MAX_LENGTH = 77
 
 
 def default_dtype(backend: str | None = None):
-    """The UNet's compute dtype per backend (README "Precision", benchmarks/precision.py):
+    """The UNet's compute dtype per backend (docs/performance.md, "Precision", benchmarks/precision.py):
     float16 on GPUs, as the original (its features are 8x closer to float32's than bfloat16's,
     at the same tensor-core rate); bfloat16 on TPUs (no native float16); float32 on CPUs."""
     backend = backend or jax.default_backend()
@@ -266,10 +266,10 @@ def load_extractor(
       dtype: UNet compute dtype; default float16 on GPUs, bfloat16 on TPUs, float32 on CPUs.
       param_dtype: UNet parameter dtype; default = dtype.
       vae_dtype: VAE parameter and compute dtype (float32: the XL VAE overflows in fp16;
-        bfloat16 has the range, see README "Diffusion features" for its cost in accuracy).
+        bfloat16 has the range, see docs/usage.md, "Diffusion features" for its cost in accuracy).
       vae_precision: products of a float32 VAE: "torch" (default) as the original under PyTorch's
         defaults, float32 matmuls and TF32 convolutions on NVIDIA GPUs (HIGH on TPUs, exact on
-        CPUs); "highest": every product in float32 (README "Precision").
+        CPUs); "highest": every product in float32 (docs/performance.md, "Precision").
       attention: "auto" (cuDNN's fused kernel on NVIDIA GPUs for bf16/fp16, query-chunked XLA
         where the logits would be large, plain XLA otherwise), "xla", "cudnn" or "chunked".
       timestep: diffusion timestep t of the noisy latent (paper: 50).

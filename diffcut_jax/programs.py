@@ -1,6 +1,6 @@
 """Every program a user runs, built on abstract weights at its real shapes (nothing allocated).
 
-    for prog in programs.catalogue():                 # the table of README "Memory"
+    for prog in programs.catalogue():                 # the table of docs/performance.md
         print(prog.name, programs.memory(prog))         # XLA's memory analysis, GiB
 
 Each `Program` is the jitted function the library itself runs (the segmenter's batch function,
@@ -236,7 +236,7 @@ def accelerator_programs(backend: str, devices=None) -> list[Program]:
 
 
 def catalogue(model: str = "ssd-1b", dtype: str = "float32") -> list[Program]:
-    """The programs of README "Memory", at the paper's sizes and the configs' settings."""
+    """The programs of docs/performance.md's memory table, at the paper's sizes and the configs' settings."""
     progs = [diffcut(b, refinement=r, model=model, dtype=dtype) for r in (False, True)
              for b in (1, 16)]
     progs += evaluator("voc20", model=model, dtype=dtype)

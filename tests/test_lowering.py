@@ -1,6 +1,6 @@
 """Every accelerator program lowers for cuda and tpu on this CPU-only machine (`jax.export`):
 the `DiffCut` batch function at 1024 x 1024, the evaluator step under `shard_map` over 8 host
-devices, and the labeller step (benchmarks/lowering.py, whose table is in the README)."""
+devices, and the labeller step (benchmarks/lowering.py, whose table is in docs/performance.md)."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """Every program a user runs fits the memory budget at the paper's sizes (XLA's memory analysis on
 abstract full-size weights, `diffcut_jax/programs.py`): <= 8 GiB of temporaries, so that a 16 GiB
-accelerator holds the weights too. The table is README "Memory"."""
+accelerator holds the weights too. The table is in docs/performance.md."""
 from __future__ import annotations
 
 import pytest

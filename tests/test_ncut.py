@@ -19,7 +19,7 @@ CASES = list(range(16))
 # (lambda_2 = 3.9e-7 and 4.3e-9, the next ones within ~1e-6), so the original's output depends on
 # its float32 round-off: rerunning the original code with torch 2.13.0 on this machine kind gives
 # the fixture at 2 threads, but case 4 splits into 7 segments at 1 thread and case 6 gives one
-# segment at 1 thread and a different partition at 4. See README, "Differences from the original".
+# segment at 1 thread and a different partition at 4. See docs/differences.md.
 ROUNDOFF_CASES = (4, 6)
 
 FORMULATIONS = ("stack", "level")

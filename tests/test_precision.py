@@ -115,7 +115,7 @@ def test_audit_sees_the_clip_towers():
 
 
 # ---------------------------------------------------------------- the models' precision policy
-# (README "Precision"): the VAE in float32 follows PyTorch's defaults (float32 matmuls, TF32
+# (docs/performance.md, "Precision"): the VAE in float32 follows PyTorch's defaults (float32 matmuls, TF32
 # convolutions on NVIDIA GPUs; HIGH on TPUs, where DEFAULT is one bf16 pass; exact on CPUs); a
 # bf16 UNet takes bf16's precision; a float32 UNet and the CLIP compute every product in float32.
 

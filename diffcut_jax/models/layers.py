@@ -33,7 +33,7 @@ class Numerics:
     Products in bf16/fp16 take the dtype's precision (DEFAULT). In float32, `policy` decides:
     "highest" computes every product in float32 (HIGHEST); "torch" follows the original's PyTorch
     defaults, float32 matmuls but convolutions at the backend's fast float32 mode (TF32 on NVIDIA
-    GPUs; README "Precision"). `backend` is the platform the model runs on ("cpu", "gpu",
+    GPUs; docs/performance.md, "Precision"). `backend` is the platform the model runs on ("cpu", "gpu",
     "tpu"; default: JAX's default backend when the model is built)."""
 
     param_dtype: jnp.dtype = jnp.float32

@@ -163,16 +163,22 @@ def conversion_plan(
         show(k) for k in source.keys()
         if k not in used and not any(p.search(origin(k)) for p in patterns)
     )
+    raise_if_unfit(f"{part}: checkpoint", missing, misshaped,
+                   unexpected=unexpected, unexpected_what="neither used nor ignored")
+    return plan
+
+
+def raise_if_unfit(what: str, missing, misshaped, *, unexpected=(), unexpected_what="not used"):
+    """One CheckpointError naming every missing, misshaped and unexpected tensor, if any."""
     problems = []
     if missing:
         problems.append(f"missing tensors: {_format(sorted(missing))}")
     if misshaped:
-        problems.append(f"misshaped tensors: {_format(misshaped)}")
+        problems.append(f"misshaped tensors: {_format(list(misshaped))}")
     if unexpected:
-        problems.append(f"unexpected tensors (neither used nor ignored): {_format(unexpected)}")
+        problems.append(f"unexpected tensors ({unexpected_what}): {_format(sorted(unexpected))}")
     if problems:
-        raise CheckpointError(f"{part}: checkpoint does not fit the model: " + "; ".join(problems))
-    return plan
+        raise CheckpointError(f"{what} does not fit the model: " + "; ".join(problems))
 
 
 def torch_to_nnx(

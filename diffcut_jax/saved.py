@@ -91,13 +91,7 @@ def fill(abstract: nnx.State, tensors, prefix: str, *, dtype=None, part: str) ->
         elif tuple(tensors.shape[key]) != tuple(target.shape):
             misshaped.append(f"{key} {list(tensors.shape[key])} (the model needs {list(target.shape)})")
         wanted[path] = (key, var, target)
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {ckpt._format(sorted(missing))}")
-    if misshaped:
-        problems.append(f"misshaped tensors: {ckpt._format(misshaped)}")
-    if problems:
-        raise ckpt.CheckpointError(f"{part}: saved parameters do not fit the model: " + "; ".join(problems))
+    ckpt.raise_if_unfit(f"{part}: saved parameters", missing, misshaped)
     filled = [(path, var.replace(jnp.asarray(tensors.read(key), dtype=dtype or target.dtype)))
               for path, (key, var, target) in wanted.items()]
     tensors.used.update(key for key, _, _ in wanted.values())
@@ -174,10 +168,8 @@ def load_extractor(directory: str | Path, *, dtype=None, param_dtype=None, vae_d
     if (ucfg.addition_embed_type == "text_time") != (params["conditioning"]["pooled"] is not None):
         raise ckpt.CheckpointError(f"{tensors.path}: conditioning/pooled must be present exactly "
                                    "for SDXL-family UNets")
-    unexpected = sorted(set(tensors.shape) - tensors.used)
-    if unexpected:
-        raise ckpt.CheckpointError(f"{tensors.path}: unexpected tensors (not used by the model): "
-                                   f"{ckpt._format(unexpected)}")
+    ckpt.raise_if_unfit(f"{tensors.path}: saved parameters", (), (),
+                        unexpected=set(tensors.shape) - tensors.used)
     return DiffusionFeatureExtractor(
         unet_graph=unet_graph, vae_graph=vae_graph, params=params, unet_config=ucfg,
         vae_config=vcfg, size=_size(image_size), timestep=timestep,

@@ -174,16 +174,21 @@ TINY_OPEN_CLIP = {  # open_clip's model_cfg: a ConvNeXt-atto image tower, a 2-la
                    "image_size": 96},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
-_OPEN_CLIP_TEXT = (  # our CLIPTextModel names -> open_clip's (the inverse of OpenCLIPSource)
-    (r"^text\.embeddings\.token_embedding\.weight$", "token_embedding.weight"),
-    (r"^text\.embeddings\.position_embedding\.weight$", "positional_embedding"),
-    (r"^text\.final_layer_norm\.", "ln_final."),
-    (r"^text\.encoder\.layers\.(\d+)\.layer_norm1\.", r"transformer.resblocks.\1.ln_1."),
-    (r"^text\.encoder\.layers\.(\d+)\.layer_norm2\.", r"transformer.resblocks.\1.ln_2."),
-    (r"^text\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"transformer.resblocks.\1.attn.out_proj."),
-    (r"^text\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"transformer.resblocks.\1.mlp.c_fc."),
-    (r"^text\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"transformer.resblocks.\1.mlp.c_proj."),
-)
+def _inverse_rule(pattern: str, replacement: str) -> tuple[str, str]:
+    """An open_clip -> model renaming rule (models/open_clip.py) turned around: the replacement,
+    escaped, becomes the pattern (its \\1 the rule's group), the pattern the replacement."""
+    group = re.search(r"\(([^)]*)\)", pattern)
+    inverse = re.escape(replacement)
+    inverse_replacement = pattern.strip("^$").replace("\\.", ".")
+    if group:
+        inverse = inverse.replace(re.escape("\\1"), group.group(0))
+        inverse_replacement = inverse_replacement.replace(group.group(0), "\\1")
+    return "^" + inverse + ("$" if pattern.endswith("$") else ""), inverse_replacement
+
+
+def _open_clip_text_rules():
+    from diffcut_jax.models.open_clip import _TEXT_RULES
+    return tuple(_inverse_rule(p, r) for p, r in _TEXT_RULES)
 
 
 def open_clip_tensors(model_cfg: Mapping) -> dict[str, list[int]]:
@@ -207,7 +212,7 @@ def open_clip_tensors(model_cfg: Mapping) -> dict[str, list[int]]:
         if name == "text.text_projection.weight":
             out["text_projection"] = shape[::-1]
             continue
-        for pattern, repl in _OPEN_CLIP_TEXT:
+        for pattern, repl in _open_clip_text_rules():
             if re.search(pattern, name):
                 name = re.sub(pattern, repl, name)
                 break

@@ -41,21 +41,16 @@ def main(root: str) -> dict:
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     rep, bat = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
     params, sharded_images = jax.device_put(seg.params, rep), jax.device_put(images, bat)
-    sharded = jax.jit(f, in_shardings=(rep, bat), out_shardings=bat)(params, sharded_images)
-    out["sharded_output_batch_sharded"] = bool(sharded.sharding.spec == P("batch"))
-    mapped = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P(), P("batch")),
-                                   out_specs=P("batch"), check_vma=False))(params, sharded_images)
-    # With the whole batch in one UNet call, XLA:CPU's round-off depends on the batch a
-    # convolution runs in (~1e-6), which can move NCut partitions: recorded only.
-    out["sharded_images_equal"] = int(sum((np.asarray(sharded)[i] == ref[i]).all() for i in range(8)))
-    out["shard_map_images_equal"] = int(sum((np.asarray(mapped)[i] == ref[i]).all() for i in range(8)))
     # With fixed feature chunks (feature_batch=1) every device runs the same per-image programs:
-    # sharded over 8 devices and under shard_map equal 1 device exactly.
+    # sharded over 8 devices and under shard_map equal 1 device exactly. (Without them the UNet
+    # runs each device's share at once, and XLA:CPU's round-off, which depends on the batch a
+    # convolution runs in (~1e-6), can move an NCut partition of this tiny random model.)
     f1 = seg.function(feature_batch=1)
     one_device = np.asarray(jax.jit(f1)(seg.params, images))
     out["chunked_segments"] = [int(x.max()) + 1 for x in one_device]
-    out["chunked_sharded_equal"] = bool(np.array_equal(np.asarray(
-        jax.jit(f1, in_shardings=(rep, bat), out_shardings=bat)(params, sharded_images)), one_device))
+    sharded = jax.jit(f1, in_shardings=(rep, bat), out_shardings=bat)(params, sharded_images)
+    out["sharded_output_batch_sharded"] = bool(sharded.sharding.spec == P("batch"))
+    out["chunked_sharded_equal"] = bool(np.array_equal(np.asarray(sharded), one_device))
     out["chunked_shard_map_equal"] = bool(np.array_equal(np.asarray(
         jax.jit(jax.shard_map(f1, mesh=mesh, in_specs=(P(), P("batch")), out_specs=P("batch"),
                               check_vma=False))(params, sharded_images)), one_device))

@@ -1,11 +1,10 @@
 """The evaluation loop: padded batches, the data-parallel evaluator against a per-image
-reference, and `launch.eval` end to end on a fake benchmark (1 device vs 8 simulated devices vs
-two processes of 4 devices through jax.distributed)."""
+reference, and `launch.eval` end to end on a fake benchmark (1 device vs 8 simulated devices; two
+processes through jax.distributed in tests/test_preemption.py)."""
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -148,7 +147,7 @@ def _launch(args, devices=1):
 
 
 @pytest.mark.slow
-def test_launch_eval_one_vs_eight_devices_vs_two_processes(tmp_path_factory):
+def test_launch_eval_one_vs_eight_devices(tmp_path_factory):
     root = tmp_path_factory.mktemp("launch")
     # std 0.2: features with structure (cosines down to ~0.6). At the default 0.02 they are
     # constant to 2e-5, and round-off (which differs between a 1-process and a 2-process XLA
@@ -183,25 +182,8 @@ def test_launch_eval_one_vs_eight_devices_vs_two_processes(tmp_path_factory):
     per_image = [json.loads(line) for line in (root / "one" / "per_image.jsonl").read_text().splitlines()]
     assert len(per_image) == 7 and sum(r["correct_pixels"] for r in per_image) > 0
 
-    # Multi-host: two processes of 4 CPU devices each, through jax.distributed (gloo on CPU).
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "diffcut_jax.launch.eval", *common, "--config.per_device_batch_size=1",
-         f"--workdir={root / 'two'}", "--distributed", f"--coordinator_address=localhost:{port}",
-         "--num_processes=2", f"--process_id={i}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    r2 = json.loads((root / "two" / "results.json").read_text())
-    assert (r2["devices"], r2["processes"], r2["images"]) == (8, 2, 7)
-    assert r2["per_class"] == r1["per_class"] and r2["miou"] == r1["miou"]
-    ids = [json.loads(line)["image_id"] for i in range(2)
-           for line in (root / "two" / f"per_image.{i}.jsonl").read_text().splitlines()]
-    assert sorted(ids) == sorted(r["image_id"] for r in per_image)  # each image once, split over hosts
+    # Two processes through jax.distributed give these results too: tests/test_preemption.py
+    # (1 device each; interrupted and resumed, compared with a clean 1-process run).
 
 
 @pytest.mark.slow

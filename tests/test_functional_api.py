@@ -5,8 +5,8 @@ sharded over 8 devices and under `shard_map` runs, keeps its sharding and gives 
 compile per shape; traced tau/alpha; the extractor's and the labeller's functions.
 
 Labels: with `feature_batch=1` (fixed UNet chunks) the batch sharded over 8 devices and under
-`shard_map` equals 1 device exactly. Without it, the whole batch in one UNet call, XLA:CPU's
-batch-dependent round-off (~1e-6) can move NCut partitions: those counts are recorded only."""
+`shard_map` equals 1 device exactly. Without it (the whole share in one UNet call) XLA:CPU's
+batch-dependent round-off (~1e-6) can move NCut partitions of the tiny random model."""
 from __future__ import annotations
 
 import json
@@ -33,8 +33,6 @@ def test_functional_api_on_eight_devices(tmp_path):
                 "features_equal", "labeller_equal"):
         assert r[key] is True, (key, r)
     assert r["sharded_features_max_rel_diff"] < 1e-5 and r["shard_map_features_max_rel_diff"] < 1e-5
-    print("labels equal to 1 device: sharded", r["sharded_images_equal"], "/ 8, shard_map",
-          r["shard_map_images_equal"], "/ 8")
     assert r["chunked_sharded_equal"] is True and r["chunked_shard_map_equal"] is True
     assert max(r["chunked_segments"]) > 1
     assert r["sharded_output_batch_sharded"] is True

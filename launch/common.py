@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import glob
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags

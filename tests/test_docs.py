@@ -2,7 +2,6 @@
 they cite exists, the README's composing example runs, and every command they show is one the
 project has, with flags that command defines (config overrides that the config holds, benchmark
 flags that the script declares); the commands themselves run in the tests of each command."""
-import json
 import os
 import re
 import runpy

@@ -122,9 +122,6 @@ class DemoSession:
         except imageio.ImageReadError as e:
             raise DemoError(f"{name}: {e}") from None
 
-    def is_compiled(self, size, refinement: bool) -> bool:
-        return (tuple(size), bool(refinement)) in self._compiled
-
     def segment(self, image: np.ndarray, tau: float, refinement: bool, vocabulary: str = "",
                 progress=None) -> Segmented:
         """Segments (and, with a vocabulary, classes) of `image` (H, W, 3) in [0, 1]."""
@@ -154,8 +151,7 @@ class DemoSession:
             shares[s["class_id"]] = shares.get(s["class_id"], 0) + s["pixels"]
         legend = [{"class": names[c], "colour": "#%02x%02x%02x" % tuple(colours[c]),
                    "share": p / labels.size} for c, p in sorted(shares.items(), key=lambda kv: -kv[1])]
-        blend = 0.5 * image + 0.5 * colours[np.maximum(class_map, 0)] / 255.0
-        overlay = (255 * np.clip(blend, 0, 1) + 0.5).astype(np.uint8)
+        overlay = imageio.class_overlay(image, class_map, len(names))
         status += f" · {len(legend)} class{'es' if len(legend) != 1 else ''}"
         return Segmented(image, labels, overlay, status, legend, size)
 
@@ -180,15 +176,20 @@ class DemoSession:
         self._labellers.move_to_end(key)
         return self._labellers[key]
 
-    def coherence(self, image: np.ndarray, x: int, y: int) -> tuple[np.ndarray, str]:
-        """The coherence map of the patch under pixel (x, y), over the photo."""
+    def coherence(self, image: np.ndarray, x: int, y: int, cache: dict | None = None
+                  ) -> tuple[np.ndarray, str]:
+        """The coherence map of the patch under pixel (x, y), over the photo. `cache` (the page's
+        state for this image) keeps its features: further clicks do not run the UNet again."""
         from diffcut_jax.coherence import coherence_map, coherence_overlay
 
         h, w = image.shape[:2]
         if not (0 <= x < w and 0 <= y < h):
             raise DemoError(f"point ({x}, {y}) is outside the {w} x {h} image")
-        size = self.segmenter.working_size(h, w)
-        feats = self.segmenter.extractor(image[None], size=size)[0]
+        cache = {} if cache is None else cache
+        if "features" not in cache:
+            size = self.segmenter.working_size(h, w)
+            cache["features"] = self.segmenter.extractor(image[None], size=size)[0]
+        feats = cache["features"]
         fh, fw = feats.shape[:2]
         patch = (min(int(y * fh / h), fh - 1), min(int(x * fw / w), fw - 1))
         sim = np.asarray(coherence_map(feats, patch))
@@ -228,10 +229,10 @@ def build_app(session: DemoSession, samples: dict[str, Path], *, title: str = "D
             raise gr.Error("segment an image first")
         x, y = (int(v) for v in evt.index)
         try:
-            heat, text = session.coherence(state["image"], x, y)
+            heat, text = session.coherence(state["image"], x, y, cache=state)
         except DemoError as e:
             raise gr.Error(str(e)) from None
-        return heat, f"Point ({x}, {y}): {text}"
+        return heat, f"Point ({x}, {y}): {text}", state  # with the features, for the next click
 
     # Gradio passes the click by the parameter's type; this module's annotations are strings
     # (`from __future__ import annotations`) and `gr` is local, so give it the class itself.
@@ -268,7 +269,7 @@ def build_app(session: DemoSession, samples: dict[str, Path], *, title: str = "D
         button.click(run, inputs, outputs)
         upload.upload(run, inputs, outputs)
         sample.input(pick_sample, [sample, tau, refinement, vocabulary], outputs)
-        overlay.select(clicked, [state], [heat, heat_status])
+        overlay.select(clicked, [state], [heat, heat_status, state])
     return app
 
 

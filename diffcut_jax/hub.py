@@ -108,12 +108,26 @@ def _download_hint(repo_id: str) -> str:
     )
 
 
-def resolve(model: str | Path, *, prefer_fp16: bool = True, tokenizers: bool = False) -> CheckpointFiles:
-    """A local diffusers directory, or a hub id (downloaded, or found in the local hub cache)."""
+def _hub_id(model: str | Path) -> str | None:
+    """`model` as a hub id (`owner/name`, not an existing path), else None."""
     path = Path(model).expanduser()
     if path.exists() or str(model).startswith((".", "/", "~")) or str(model).count("/") != 1:
-        return _local(path)
-    repo_id = str(model)
+        return None
+    return str(model)
+
+
+def resolve(model: str | Path, *, prefer_fp16: bool = True, tokenizers: bool = False) -> CheckpointFiles:
+    """A local diffusers directory, or a hub id (downloaded, or found in the local hub cache)."""
+    repo_id = _hub_id(model)
+    if repo_id is None:
+        return _local(Path(model).expanduser())
+    return _resolve_hub(repo_id, prefer_fp16, tokenizers)
+
+
+@functools.lru_cache(maxsize=16)
+def _resolve_hub(repo_id: str, prefer_fp16: bool, tokenizers: bool) -> CheckpointFiles:
+    """Once per process and repository: the commands find every model before loading any, then
+    load them (errors are not cached)."""
     try:
         from huggingface_hub import HfApi, snapshot_download
     except ImportError as e:  # a runtime dependency, but say so clearly
@@ -236,10 +250,15 @@ def _open_clip_hint(repo_id: str) -> str:
 
 def resolve_open_clip(model: str | Path) -> OpenCLIPFiles:
     """A local open_clip directory (hub layout), or a hub id (downloaded, or from the cache)."""
-    path = Path(model).expanduser()
-    if path.exists() or str(model).startswith((".", "/", "~")) or str(model).count("/") != 1:
-        return _open_clip_local(path)
-    repo_id = str(model)
+    repo_id = _hub_id(model)
+    if repo_id is None:
+        return _open_clip_local(Path(model).expanduser())
+    return _resolve_open_clip_hub(repo_id)
+
+
+@functools.lru_cache(maxsize=16)
+def _resolve_open_clip_hub(repo_id: str) -> OpenCLIPFiles:
+    """Once per process and repository (errors are not cached)."""
     try:
         from huggingface_hub import HfApi, snapshot_download
     except ImportError as e:

@@ -149,6 +149,18 @@ def write_rgb_png(path: Path, rgb: np.ndarray) -> None:
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
+def class_overlay(image: np.ndarray, class_map: np.ndarray, num_classes: int,
+                  alpha: float = 0.5) -> np.ndarray:
+    """uint8 RGB: the photo ([0, 1]) blended with a fixed colour per class id (`palette`), so
+    that colours agree across images of one vocabulary; -1 (no class) shows the photo."""
+    class_map = np.asarray(class_map)
+    image = np.asarray(image, np.float32)
+    colours = palette(max(num_classes, 1))
+    mixed = (1 - alpha) * image + alpha * colours[np.clip(class_map, 0, None)] / 255.0
+    mixed = np.where(class_map[..., None] >= 0, mixed, image)
+    return (255 * np.clip(mixed, 0, 1) + 0.5).astype(np.uint8)
+
+
 def overlay_with_legend(image: np.ndarray, class_map: np.ndarray, names,
                         alpha: float = 0.5) -> np.ndarray:
     """uint8 RGB: the photo ([0, 1]) blended with one colour per class, and a legend panel on the right
@@ -157,11 +169,8 @@ def overlay_with_legend(image: np.ndarray, class_map: np.ndarray, names,
     from PIL import Image, ImageDraw, ImageFont
 
     class_map = np.asarray(class_map)
-    image = np.asarray(image, np.float32)
     colours = palette(max(len(names), 1))
-    mixed = (1 - alpha) * image + alpha * colours[np.clip(class_map, 0, None)] / 255.0
-    mixed = np.where(class_map[..., None] >= 0, mixed, image)  # -1: no class, photo only
-    blended = (255 * np.clip(mixed, 0, 1) + 0.5).astype(np.uint8)
+    blended = class_overlay(image, class_map, len(names), alpha)
     counts = np.bincount(class_map[class_map >= 0].ravel(), minlength=len(names))
     present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
     font = ImageFont.load_default()

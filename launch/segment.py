@@ -96,7 +96,7 @@ def write_classes(paths, source: Path, image, named, vocabulary) -> dict:
     return {"png": png.name, "json": js.name, "overlay": overlay.name, "present": len(present)}
 
 
-def write_coco_fragment(path: Path, source: Path, labels, named) -> int:
+def write_coco_fragment(path: Path, source: Path, labels, named) -> None:
     """This image's COCO entry and annotations (`coco.json` is assembled from these)."""
     from diffcut_jax import coco_output, imageio
 
@@ -104,7 +104,6 @@ def write_coco_fragment(path: Path, source: Path, labels, named) -> int:
     doc = {"image": {"file_name": str(source), "height": int(labels.shape[0]),
                      "width": int(labels.shape[1])}, "annotations": anns}
     imageio.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
-    return len(anns)
 
 
 def write_coco_run(out_dir: Path, fragments: list[Path], vocabulary) -> Path:

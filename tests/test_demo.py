@@ -52,7 +52,7 @@ def _bad_uploads(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_demo_session(models, tmp_path):
+def test_demo_session(models, tmp_path, monkeypatch):
     seg = DiffCut.from_pretrained(models / "ckpt", image_size=64, tau=0.5)
     session = DemoSession(seg, clip_model=str(models / "clip"), max_pixels=400_000)
     samples = sample_images(tmp_path / "samples", SHARED / "images")
@@ -73,8 +73,16 @@ def test_demo_session(models, tmp_path):
     with pytest.raises(DemoError, match="vocabulary: .*duplicate"):
         session.segment(image, 0.5, False, "sky;sky")
 
-    heat, text = session.coherence(image, 10, 20)
+    state = {}
+    heat, text = session.coherence(image, 10, 20, cache=state)
     assert heat.shape == image.shape and "patch 0, 0 of 2 x 2" in text
+    # Further clicks on the same image reuse its features: the UNet does not run again.
+    def no_second_run(*args, **kwargs):
+        raise AssertionError("features computed twice")
+    monkeypatch.setattr(type(seg.extractor), "__call__", no_second_run)
+    again, text = session.coherence(image, 500, 300, cache=state)
+    assert "patch 1, 1 of 2 x 2" in text and not np.array_equal(again, heat)
+    monkeypatch.undo()
     with pytest.raises(DemoError, match="outside"):
         session.coherence(image, 1000, 0)
     for name, reason in _bad_uploads(tmp_path / "bad").items():

@@ -9,7 +9,7 @@ structure; ssd-1b: the full-size fp16 one) unless `--checkpoint DIR` names an ex
 start runs in its own process, as a user's would: import, `DiffCut.from_pretrained`, one call on
 one image. Times are wall clock, median of `--repeats` warm starts.
 
-Then the same starts from the converted parameters saved by `DiffCut.save` (saved.py:
+Then the same starts from the converted parameters saved by `DiffCut.save` (features/saved.py:
 safetensors in Flax layout, no name mapping, transposition or text encoding): `saved_warm_median`
 against `warm_median`, same run, same compilation cache. `--load_only` skips the first call
 (at SSD-1B's size on a CPU it is minutes of compilation and says nothing about loading).

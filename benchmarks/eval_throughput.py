@@ -30,7 +30,7 @@ import jax  # noqa: E402
 from diffcut_jax.data import benchmarks, builders, fake_downloads, pipeline  # noqa: E402
 from diffcut_jax.evaluation import resume  # noqa: E402
 from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf  # noqa: E402
-from diffcut_jax.extractor import load_extractor  # noqa: E402
+from diffcut_jax import load_extractor  # noqa: E402
 from diffcut_jax.segmentation import SegmenterOptions  # noqa: E402
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint  # noqa: E402
 
@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--per_device_batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--refinement", action="store_true")
+    ap.add_argument("--benchmark", default="voc20", choices=("voc20", "cityscapes"),
+                    help="cityscapes: a background dataset, where refinement adds a second device "
+                         "step per batch after the host's merge")
     ap.add_argument("--checkpoint_every", type=int, default=1)
     args = ap.parse_args()
 
@@ -52,13 +55,18 @@ def main() -> None:
     if model is None:
         write_random_checkpoint(tmp / "ckpt", tiny_spec("sdxl"), seed=3)
         model = str(tmp / "ckpt")
-    fake_downloads.write_voc2012(tmp / "raw", num_images=args.images)
-    builder = builders.builder("voc20", tmp / "tfds")
+    if args.benchmark == "cityscapes":  # three cities, the same number of images each
+        per_city = -(-args.images // 3)
+        args.images = 3 * per_city
+        fake_downloads.write_cityscapes(tmp / "raw", per_city=per_city)
+    else:
+        fake_downloads.write_voc2012(tmp / "raw", num_images=args.images)
+    builder = builders.builder(args.benchmark, tmp / "tfds")
     builders.prepare(builder, tmp / "raw")
 
     extractor = load_extractor(model, image_size=args.image_size)
     options = SegmenterOptions(image_size=args.image_size, square=True, refinement=args.refinement)
-    evaluator = Evaluator(extractor, benchmarks.get("voc20"), options, mask_size=args.mask_size)
+    evaluator = Evaluator(extractor, benchmarks.get(args.benchmark), options, mask_size=args.mask_size)
     batch = args.per_device_batch * jax.local_device_count()
 
     checkpoint_seconds = []
@@ -68,7 +76,7 @@ def main() -> None:
                                       mask_size=args.mask_size)
         policy = None
         if checkpoints:
-            store = resume.ProgressStore(Path(tempfile.mkdtemp(dir=tmp)), {"benchmark": "voc20"})
+            store = resume.ProgressStore(Path(tempfile.mkdtemp(dir=tmp)), {"benchmark": args.benchmark})
             policy = resume.CheckpointPolicy(store, evaluator, args.checkpoint_every)
         t = time.perf_counter()
         result = evaluator.evaluate(batches_from_tf(ds), overlap=overlap, after_batch=policy)
@@ -105,7 +113,8 @@ def main() -> None:
     out = {
         "benchmark": "eval_throughput", "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(), "model": args.model or "tiny random (testing.tiny_spec('sdxl'))",
-        "image_size": args.image_size, "mask_size": args.mask_size, "images": args.images,
+        "dataset": args.benchmark, "image_size": args.image_size, "mask_size": args.mask_size,
+        "images": args.images,
         "batch": batch, "refinement": args.refinement, "repeats": args.repeats,
         "first_run_seconds_incl_compile": first,
         "pipelined": summary(runs["pipelined"]), "sequential_baseline": summary(runs["sequential"]),

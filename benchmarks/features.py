@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from diffcut_jax import presets  # noqa: E402
-from diffcut_jax.extractor import extract, noise_schedule  # noqa: E402
+from diffcut_jax.features.extractor import extract, noise_schedule  # noqa: E402
 from diffcut_jax.models import Numerics, UNetConfig, UNetEncoder, VAEConfig, VAEEncoder  # noqa: E402
 
 PRESET = "ssd-1b"

@@ -26,11 +26,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from diffcut_jax.clip_model import TextClassifier  # noqa: E402
-from diffcut_jax.labelling import label_segments  # noqa: E402
 from diffcut_jax.models.layers import Numerics  # noqa: E402
 from diffcut_jax.models.open_clip import OpenCLIP, OpenCLIPConfig  # noqa: E402
-from diffcut_jax.vocabulary import parse_vocabulary  # noqa: E402
+from diffcut_jax.naming.clip_model import TextClassifier  # noqa: E402
+from diffcut_jax.naming.labelling import label_segments  # noqa: E402
+from diffcut_jax.naming.vocabulary import parse_vocabulary  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/checkpoints/clip-convnext-large-d-320.json"
 

@@ -32,8 +32,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from diffcut_jax import imageio, presets  # noqa: E402
-from diffcut_jax.image_ops import resize_bilinear  # noqa: E402
+from diffcut_jax import presets  # noqa: E402
+from diffcut_jax.io import imageio  # noqa: E402
+from diffcut_jax.io.image_ops import resize_bilinear  # noqa: E402
 from diffcut_jax.models import unet, vae  # noqa: E402
 from diffcut_jax.models.layers import Numerics  # noqa: E402
 

@@ -24,10 +24,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import diffcut_jax as dc  # noqa: E402
-from diffcut_jax.graph import normalize_features  # noqa: E402
-from diffcut_jax.image_ops import resize_bilinear  # noqa: E402
-from diffcut_jax.imageio import read_rgb  # noqa: E402
-from diffcut_jax.labels import partition_mismatch  # noqa: E402
+from diffcut_jax.cut.graph import normalize_features  # noqa: E402
+from diffcut_jax.cut.labels import partition_mismatch  # noqa: E402
+from diffcut_jax.io.image_ops import resize_bilinear  # noqa: E402
+from diffcut_jax.io.imageio import read_rgb  # noqa: E402
 
 
 def main():

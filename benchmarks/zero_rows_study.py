@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffcut_jax as dc  # noqa: E402
-from diffcut_jax import graph  # noqa: E402
-from diffcut_jax.labels import partition_mismatch  # noqa: E402
+from diffcut_jax.cut import graph  # noqa: E402
+from diffcut_jax.cut.labels import partition_mismatch  # noqa: E402
 
 
 def generate(seed: int, channels: int = 1280, side: int = 32):
@@ -53,7 +53,6 @@ def main():
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     import torch
-
     from original_torch import original_ncut
 
     torch.set_num_threads(2)

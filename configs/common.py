@@ -56,6 +56,7 @@ def benchmark_config(benchmark: str, arg: str | None = None) -> ml_collections.C
     # Features in fixed chunks of this many images (the last padded): scores do not depend on the
     # per-device batch or the device count, and accelerators work on whole chunks. 0: the whole
     # per-device batch at once (round-off, and so occasionally a segment, then depends on it).
+    # A chunk never exceeds the per-device batch (the command says so if asked for more).
     cfg.feature_batch = 8
     return cfg
 
@@ -73,8 +74,8 @@ def openvocab_config(benchmark: str, arg: str | None = None) -> ml_collections.C
     with the benchmark's class list, scored against the classes directly (no matching)."""
     import dataclasses as dc
 
-    from diffcut_jax.clip_model import DEFAULT_CLIP
-    from diffcut_jax.labelling import LabelOptions
+    from diffcut_jax.naming.clip_model import DEFAULT_CLIP
+    from diffcut_jax.naming.labelling import LabelOptions
 
     cfg = benchmark_config(benchmark, arg)
     cfg.segmentation.refinement = True
@@ -87,4 +88,5 @@ def openvocab_config(benchmark: str, arg: str | None = None) -> ml_collections.C
         vocabulary=benchmark, clip_image_size=clip_size)))
     cfg.clip_model = ml_collections.ConfigDict({"path": DEFAULT_CLIP, "dtype": "float32"})
     cfg.per_device_batch_size = 1  # 1024 x 1024 masks, PAMR and CLIP per image
+    cfg.feature_batch = 1  # a chunk of 8 would run the VAE and UNet on 7 blank images per image
     return cfg

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.ncut import normalize_features
+from diffcut_jax.cut.ncut import normalize_features
 
 
 def coherence_map(features: jnp.ndarray, patch: tuple[int, int], other: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -37,8 +37,8 @@ def coherence_overlay(image, similarity, patch: tuple[int, int] | None, opacity:
     for a patch of another image)."""
     import numpy as np
 
-    from diffcut_jax import imageio
-    from diffcut_jax.image_ops import resize_bilinear
+    from diffcut_jax.io import imageio
+    from diffcut_jax.io.image_ops import resize_bilinear
 
     image = np.asarray(image, np.float32)
     h, w = image.shape[:2]

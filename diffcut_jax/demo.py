@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffcut_jax import imageio
+from diffcut_jax.io import imageio
 
 DEMO_MAX_PIXELS = 40_000_000  # larger uploads are refused with a message (the server keeps going)
 
@@ -156,8 +156,8 @@ class DemoSession:
         return Segmented(image, labels, overlay, status, legend, size)
 
     def labeller(self, vocabulary: str, seg):
-        from diffcut_jax.clip_model import load_clip
-        from diffcut_jax.labelling import Labeller
+        from diffcut_jax.naming.clip_model import load_clip
+        from diffcut_jax.naming.labelling import Labeller
 
         if self.clip_model is None:
             raise DemoError("no CLIP model: start the demo with --clip_model to name segments")

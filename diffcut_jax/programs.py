@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -77,8 +78,8 @@ def abstract_clip(name: str = DEFAULT_CLIP_PRESET):
 
 
 def _classifier(vocabulary: str, embed_dim: int):
-    from diffcut_jax.clip_model import TextClassifier
-    from diffcut_jax.vocabulary import parse_vocabulary
+    from diffcut_jax.naming.clip_model import TextClassifier
+    from diffcut_jax.naming.vocabulary import parse_vocabulary
 
     vocab = parse_vocabulary(vocabulary)
     owner = np.repeat(np.arange(len(vocab)), [len(c) for c in vocab.classes]).astype(np.int32)
@@ -101,7 +102,8 @@ def diffcut(batch: int = 1, *, refinement: bool = False, size: int = 1024,
     fn = segment_fn(FeatureModel.of(ex), opts, (size, size), (size, size))
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
     args = (ex.params, images, _abstract(ex.noise_for((size, size))), _scalar(), _scalar())
-    name = f"DiffCut batch function, {size} x {size}" + (", refinement" if refinement else "")
+    name = (f"DiffCut batch function, {size} x {size}"
+            + (", AutoSC" if opts.method == "autosc" else "") + (", refinement" if refinement else ""))
     return Program(name, fn, args, batch)
 
 
@@ -142,7 +144,7 @@ def evaluator(config: str, overrides: dict | None = None, *, model: str = "ssd-1
     label = f"{config} evaluator step" + (" + PAMR" if options.refinement else "")
     if "openvocab" in cfg:
         from diffcut_jax.evaluation.openvocab import confusion_step
-        from diffcut_jax.labelling import LabelOptions, label_step
+        from diffcut_jax.naming.labelling import LabelOptions, label_step
 
         lo = LabelOptions(**cfg.openvocab)
         graph, clip_params, embed_dim = abstract_clip()
@@ -173,7 +175,7 @@ def labeller(batch: int = 1, *, size: int = 1024, clip_size: int = 1024,
              vocabulary: str = "voc20", capacity: int = 1024) -> Program:
     """The labeller's step (`Labeller.__call__`, `segment --vocabulary`): masks at `size`, CLIP
     at `clip_size`, `capacity` segments (a 32 x 32 feature map's worst case)."""
-    from diffcut_jax.labelling import label_step
+    from diffcut_jax.naming.labelling import label_step
 
     graph, params, embed_dim = abstract_clip()
     fn = label_step(graph, capacity, (clip_size, clip_size))
@@ -212,6 +214,7 @@ def lowered_for(program: Program, platform: str) -> dict:
     text = exported.mlir_module()
     return {"platform": platform, "while": text.count("stablehlo.while"),
             "conditional": text.count("stablehlo.case") + text.count("stablehlo.if"),
+            "custom_calls": sorted(set(re.findall(r"custom_call @([\w.]+)", text))),
             "module_kib": round(len(text) / 1024)}
 
 
@@ -224,13 +227,15 @@ def flops_per_image(program: Program) -> float:
 
 def accelerator_programs(backend: str, devices=None) -> list[Program]:
     """The programs lowered for accelerators in CI: the `DiffCut` batch function at 1024 x 1024
-    (the backend's UNet dtype and numerics, level NCut formulation), the voc20 evaluator step under
+    (the backend's UNet dtype and numerics, level NCut formulation; and with AutoSC), the voc20
+    evaluator step under
     `shard_map` over `devices`, and the labeller step."""
-    from diffcut_jax.extractor import default_dtype
+    from diffcut_jax.features.extractor import default_dtype
 
     gpu_like = {"cuda": "gpu", "rocm": "gpu"}.get(backend, backend)
     kw = dict(dtype=jnp.dtype(default_dtype(gpu_like)).name, backend=gpu_like)
     return [diffcut(1, formulation="level", **kw), diffcut(1, refinement=True, formulation="level", **kw),
+            diffcut(1, method="autosc", **kw),
             *evaluator("voc20", {"segmentation.formulation": "level"}, devices=devices, **kw),
             labeller(1)]
 

@@ -14,25 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.autosc import autosc
-from diffcut_jax.concepts import assign_concepts
-from diffcut_jax.extractor import extract
-from diffcut_jax.image_ops import nearest_exact_indices, resize_bilinear
-from diffcut_jax.labels import consecutive
-from diffcut_jax.ncut import recursive_ncut
-from diffcut_jax.pamr import refine
+from diffcut_jax.cut.autosc import autosc
+from diffcut_jax.cut.labels import consecutive
+from diffcut_jax.cut.ncut import recursive_ncut
+from diffcut_jax.features.extractor import extract
+from diffcut_jax.io.image_ops import nearest_exact_indices, resize_bilinear
+from diffcut_jax.masks.concepts import assign_concepts
+from diffcut_jax.masks.pamr import refine
+from diffcut_jax.options import option
 
 METHODS = ("ncut", "autosc")
-
-
-def _option(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass(frozen=True)
@@ -40,19 +37,19 @@ class SegmenterOptions:
     """Every segmentation option, declared once: the command flags (`launch/common.py`) and the
     configs' `config.segmentation` (`configs/common.py`) are built from these fields."""
 
-    tau: float = _option(0.5, "NCut threshold: a split is kept if its NCut < tau (traced).")
-    alpha: float = _option(10.0, "Affinity exponent (traced).")
-    method: str = _option("ncut", "Recursive NCut, or AutoSC (no tau).", choices=METHODS)
-    refinement: bool = _option(False, "PAMR refinement + 3x3 median.")
-    pamr_num_iter: int = _option(10, "PAMR iterations.")
-    pamr_dilations: tuple[int, ...] = _option((1, 2, 4, 8), "PAMR dilations.")
-    image_size: int = _option(1024, "Working size: the long side (a multiple of 32); with "
+    tau: float = option(0.5, "NCut threshold: a split is kept if its NCut < tau (traced).")
+    alpha: float = option(10.0, "Affinity exponent (traced).")
+    method: str = option("ncut", "Recursive NCut, or AutoSC (no tau).", choices=METHODS)
+    refinement: bool = option(False, "PAMR refinement + 3x3 median.")
+    pamr_num_iter: int = option(10, "PAMR iterations.")
+    pamr_dilations: tuple[int, ...] = option((1, 2, 4, 8), "PAMR dilations.")
+    image_size: int = option(1024, "Working size: the long side (a multiple of 32); with "
                                      "`square`, both sides.")
-    square: bool = _option(False, "Resize to image_size x image_size, as the paper did.")
-    autosc_use_chosen_alpha: bool = _option(
+    square: bool = option(False, "Resize to image_size x image_size, as the paper did.")
+    autosc_use_chosen_alpha: bool = option(
         False, "AutoSC: cluster with the chosen alpha's eigenvectors (False reproduces the "
                "original's bug, docs/algorithm.md §5).")
-    formulation: str = _option("auto", "NCut formulation (docs/algorithm.md §2.3): stack on CPU, "
+    formulation: str = option("auto", "NCut formulation (docs/algorithm.md §2.3): stack on CPU, "
                                         "level on GPU/TPU by default.",
                                choices=("auto", "stack", "level"))
 
@@ -90,18 +87,6 @@ class FeatureModel:
                        size=size, timestep=self.timestep, schedule=self.schedule)
 
 
-def working_size(height: int, width: int, image_size: int, square: bool) -> tuple[int, int]:
-    """Long side -> image_size, aspect kept, both sides rounded to multiples of 32 (at least 32)."""
-    if square:
-        return image_size, image_size
-    scale = image_size / max(height, width)
-
-    def r(x):
-        return max(32, int(round(x * scale / 32)) * 32)
-
-    return (image_size, r(width)) if height >= width else (r(height), image_size)
-
-
 def coarse_segments(feats, tau, alpha, options: SegmenterOptions):
     """(B, h, w, C) features -> (B, h, w) labels by recursive NCut (tau, alpha traced) or AutoSC."""
     if options.method == "ncut":
@@ -127,18 +112,20 @@ def predict_masks(params, images, noise, tau, alpha, *, model: FeatureModel,
 
     `feature_batch`: compute features in fixed chunks of this many images (None: the whole batch
     at once). Round-off in the UNet depends on the batch it runs in; fixed chunks make the results
-    independent of the batch size and the device count.
+    independent of the batch size and the device count. A chunk never exceeds the batch: padding
+    a batch of 1 to a chunk of 8 would run the VAE and the UNet on 7 blank images.
     """
     forward = functools.partial(model.features, params, noise=noise, size=size)
     if feature_batch is None:
         feats = forward(images)
     else:
         b = images.shape[0]
-        chunks = -(-b // feature_batch)
+        chunk = min(int(feature_batch), b)
+        chunks = -(-b // chunk)
         padded = jnp.concatenate(
-            [images, jnp.zeros((chunks * feature_batch - b,) + images.shape[1:], images.dtype)])
-        feats = jax.lax.map(forward, padded.reshape((chunks, feature_batch) + images.shape[1:]))
-        feats = feats.reshape((chunks * feature_batch,) + feats.shape[2:])[:b]
+            [images, jnp.zeros((chunks * chunk - b,) + images.shape[1:], images.dtype)])
+        feats = jax.lax.map(forward, padded.reshape((chunks, chunk) + images.shape[1:]))
+        feats = feats.reshape((chunks * chunk,) + feats.shape[2:])[:b]
     masks = assign_concepts(feats, coarse_segments(feats, tau, alpha, options), mask_size)
     if refine_now:
         h, w = feats.shape[1:3]

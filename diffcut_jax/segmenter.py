@@ -22,10 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcut_jax.extractor import DiffusionFeatureExtractor, load_extractor
-from diffcut_jax.imageio import ImageReadError, read_rgb
-from diffcut_jax.segmentation import (FeatureModel, SegmenterOptions, segment_fn, segment_images,
-                                     working_size)
+from diffcut_jax.features.extractor import DiffusionFeatureExtractor, load_extractor
+from diffcut_jax.io.image_ops import working_size
+from diffcut_jax.io.imageio import ImageReadError, read_rgb
+from diffcut_jax.segmentation import (
+    FeatureModel,
+    SegmenterOptions,
+    segment_fn,
+    segment_images,
+)
 
 
 @dataclass
@@ -61,9 +66,9 @@ class DiffCut:
         return cls(extractor, options)
 
     def save(self, directory) -> "Path":
-        """Save the converted parameters (saved.py): `from_pretrained(directory)` then loads them
+        """Save the converted parameters (features/saved.py): `from_pretrained(directory)` then loads them
         without conversion. The options are not saved; pass them to `from_pretrained`."""
-        from diffcut_jax.saved import save_extractor
+        from diffcut_jax.features.saved import save_extractor
         return save_extractor(self.extractor, directory)
 
     def with_options(self, **changes) -> "DiffCut":

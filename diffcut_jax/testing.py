@@ -11,6 +11,7 @@ text encoders), tensors in PyTorch layout under their real names (`text_model.` 
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Mapping
 import numpy as np
 
 from diffcut_jax import presets
-from diffcut_jax.checkpoint import abstract_module, nnx_path_to_torch
-from diffcut_jax.hub import WEIGHT_NAMES
+from diffcut_jax.features.checkpoint import abstract_module, nnx_path_to_torch
+from diffcut_jax.features.hub import WEIGHT_NAMES
 from diffcut_jax.models import clip, unet, vae
+
 
 def _torch_shape(path, shape) -> list[int]:
     leaf = path[-1]
@@ -228,7 +230,7 @@ def write_random_open_clip(root: str | Path, spec: str | Mapping = "tiny", *, dt
     `load_clip(root)` and `--clip_model=root` take it like a downloaded model."""
     from safetensors.numpy import save_file
 
-    from diffcut_jax.hub import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
+    from diffcut_jax.features.hub import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 
     preprocess = {"mean": [0.48145466, 0.4578275, 0.40821073],
                   "std": [0.26862954, 0.26130258, 0.27577711]}
@@ -275,7 +277,7 @@ def random_extractor(spec: str | Mapping = "ssd-1b", *, dtype=None, image_size=1
     import jax.numpy as jnp
     from flax import nnx
 
-    from diffcut_jax.extractor import DiffusionFeatureExtractor, _size, default_dtype
+    from diffcut_jax.features.extractor import DiffusionFeatureExtractor, _size, default_dtype
     from diffcut_jax.models.layers import Numerics
 
     if isinstance(spec, str):
@@ -323,3 +325,76 @@ def region_features(num_regions: int, h: int = 32, w: int = 32, c: int = 1280, *
     centres = rng.normal(size=(labels.max() + 1, c))
     feats = centres[labels] + noise * rng.normal(size=(h, w, c))
     return feats.astype(np.float32), labels.astype(np.int32)
+
+
+def uniform_features(batch: int = 4, h: int = 32, w: int = 32, c: int = 1280, *,
+                     spread: float = 0.03, seed: int = 0) -> np.ndarray:
+    """Nearly uniform features, as random weights give: per image one random direction (N(0, 1)
+    per channel) shared by every node plus `spread` N(0, 1) per node, cast through float16
+    (cosines >= 0.999): (batch, h, w, c) float32. NCut's hardest input: min-max normalisation
+    turns the noise into a graph without structure, split into hundreds of segments whose
+    eigenproblems converge slowly or not at all (benchmarks/ncut_worst_case.py)."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=(batch, 1, 1, c))
+    feats = direction + spread * rng.normal(size=(batch, h, w, c))
+    return feats.astype(np.float16).astype(np.float32)
+
+
+def region_images(batch: int, size: int, *, regions=(3, 5, 8, 12, 20, 30, 50, 6), seed: int = 0,
+                  noise: float = 0.02) -> np.ndarray:
+    """(batch, size, size, 3) float32 images in [0, 1]: Voronoi cells of random sites, each one
+    random colour plus a little noise; image i has regions[i % len(regions)] cells."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.empty((batch, size, size, 3), np.float32)
+    for i in range(batch):
+        k = regions[i % len(regions)]
+        sites = rng.uniform(0, size, size=(k, 2))
+        cell = np.argmin((yy[..., None] - sites[:, 0]) ** 2 + (xx[..., None] - sites[:, 1]) ** 2, -1)
+        out[i] = rng.random((k, 3))[cell] + noise * rng.normal(size=(size, size, 3))
+    return np.clip(out, 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _structured_model_class():
+    """The class once (jitted programs are cached by the model, which compares by class)."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from diffcut_jax.segmentation import FeatureModel
+
+    @dataclasses.dataclass(frozen=True)
+    class StructuredFeatureModel(FeatureModel):
+        scale: float = 10.0
+        frequency: float = 6.0
+
+        def features(self, params, images, noise, size):
+            base = super().features(params, images, noise, size)
+            b, h, w, c = base.shape
+            s = images.shape[1] // h
+            pooled = images[:, : h * s, : w * s].reshape(b, h, s, w, s, 3).mean(axis=(2, 4))
+            key_w, key_p = jax.random.split(jax.random.PRNGKey(0))
+            proj = self.frequency * jax.random.normal(key_w, (3, c), jnp.float32)
+            phase = jax.random.uniform(key_p, (c,), jnp.float32, 0.0, 2 * np.pi)
+            rff = jnp.sqrt(2.0 / c) * jnp.cos(
+                jnp.einsum("bhwk,kc->bhwc", pooled, proj, precision=jax.lax.Precision.HIGHEST) + phase)
+            unit = base / jnp.maximum(jnp.linalg.norm(base, axis=-1, keepdims=True), 1e-12)
+            return unit + self.scale * rff
+
+    return StructuredFeatureModel
+
+
+def structured_feature_model(extractor, scale: float = 10.0, frequency: float = 6.0):
+    """The extractor's feature model with structure injected after the UNet, for timing the
+    whole pipeline on random weights (whose features are nearly constant: NCut would cut noise
+    into hundreds of segments). The UNet and the VAE still run; to their features (normalised) it
+    adds `scale` x fixed random Fourier features of each node's mean colour, so nodes of one
+    colour are alike and nodes of distinct colours nearly orthogonal: on `region_images` the NCut,
+    the assignment and PAMR see segments like a trained model's."""
+    from diffcut_jax.segmentation import FeatureModel
+
+    base = FeatureModel.of(extractor)
+    return _structured_model_class()(base.unet_graph, base.vae_graph, base.timestep, base.schedule,
+                                     scale=float(scale), frequency=float(frequency))

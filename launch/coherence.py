@@ -27,12 +27,12 @@ common.define_option_flags(("image_size", "square"))
 def run(argv: list[str]) -> int:
     import jax.numpy as jnp
 
-    from diffcut_jax import imageio
-    from diffcut_jax.checkpoint import CheckpointError
     from diffcut_jax.coherence import coherence_map, coherence_overlay
-    from diffcut_jax.extractor import load_extractor
-    from diffcut_jax.hub import ModelNotAvailableError
-    from diffcut_jax.segmentation import working_size
+    from diffcut_jax.features.checkpoint import CheckpointError
+    from diffcut_jax.features.extractor import load_extractor
+    from diffcut_jax.features.hub import ModelNotAvailableError
+    from diffcut_jax.io import imageio
+    from diffcut_jax.io.image_ops import working_size
 
     if len(argv) != 1:
         sys.stderr.write("error: pass exactly one image\n")

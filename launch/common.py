@@ -7,7 +7,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from diffcut_jax.imageio import IMAGE_SUFFIXES
+from diffcut_jax.io.imageio import IMAGE_SUFFIXES
 
 
 def _options_class(options):
@@ -116,7 +116,7 @@ class Progress:
 
 def clip_loading_message(clip_model, vocabulary) -> str:
     """What the (silent, up to a minute on a CPU) CLIP loading and text encoding is doing."""
-    from diffcut_jax.clip_model import VILD_TEMPLATES
+    from diffcut_jax.naming.clip_model import VILD_TEMPLATES
 
     names = sum(len(c) for c in vocabulary.classes)
     return (f"loading CLIP {clip_model}; encoding {len(vocabulary)} classes ({names} names x "
@@ -140,8 +140,8 @@ def out_of_memory_message(program: str, details: str, advice: str) -> str:
 def unavailable_model(model, clip_model=None) -> Exception | None:
     """Find every model a command needs before loading any (a missing CLIP is reported at once,
     not after the diffusion model has loaded); the first problem, or None."""
-    from diffcut_jax import hub, saved
-    from diffcut_jax.checkpoint import CheckpointError
+    from diffcut_jax.features import hub, saved
+    from diffcut_jax.features.checkpoint import CheckpointError
 
     try:
         if not saved.is_saved(model):
@@ -159,16 +159,36 @@ def model_error_exit(err: Exception) -> int:
 
 
 def default_cache_dir() -> str:
-    """The user's cache directory for compiled programs ($XDG_CACHE_HOME or ~/.cache)."""
+    """The cache directory for compiled programs: JAX's own $JAX_COMPILATION_CACHE_DIR where set,
+    else `jax_compilation_cache` under the project's cache root (`io/cache.py`)."""
     import os
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "diffcut_jax", "jax_compilation_cache")
+    from diffcut_jax.io.cache import cache_root
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    return str(cache_root() / "jax_compilation_cache")
+
+
+def text_cache_dir():
+    """Where the commands keep text classifiers: beside the compilation cache (its parent's
+    `text_classifiers`), or under the cache root when that cache is off."""
+    from diffcut_jax.naming.labelling import text_cache_dir as default
+
+    path = flags.FLAGS.compilation_cache_dir
+    return Path(path).parent / "text_classifiers" if path else default()
 
 
 flags.DEFINE_string(
     "compilation_cache_dir", default_cache_dir(),
     "JAX's persistent compilation cache: a warm start skips XLA compilation. Empty: off.")
+
+
+flags.DEFINE_bool(
+    "deterministic", True,
+    "Fix XLA's numerical choices on NVIDIA GPUs (deterministic ops, no algorithm autotuning) so "
+    "that reruns and device counts give the same labels; costs some speed "
+    "(diffcut_jax/determinism.py). No effect on CPUs and TPUs.")
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -207,6 +227,10 @@ def entry_point(run):
         if flags.FLAGS.verbosity <= 0:
             for name in ("jax", "httpx"):
                 logging.getLogger(name).setLevel(logging.WARNING)
+        if flags.FLAGS.deterministic:
+            from diffcut_jax import determinism
+
+            determinism.enable()
         enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
         sys.exit(run(argv[1:]))
 

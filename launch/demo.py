@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 
 
 def _default_clip():
-    from diffcut_jax.clip_model import DEFAULT_CLIP
+    from diffcut_jax.naming.clip_model import DEFAULT_CLIP
     return DEFAULT_CLIP
 
 
@@ -46,9 +46,9 @@ def run(argv: list[str]) -> int:
     except ImportError:
         sys.stderr.write('error: the demo needs Gradio: pip install -e ".[demo]"\n')
         return 2
-    from diffcut_jax.checkpoint import CheckpointError
     from diffcut_jax.demo import DemoSession, build_app, sample_images, serve
-    from diffcut_jax.hub import ModelNotAvailableError
+    from diffcut_jax.features.checkpoint import CheckpointError
+    from diffcut_jax.features.hub import ModelNotAvailableError
     from diffcut_jax.segmenter import DiffCut
 
     if FLAGS.samples and not Path(FLAGS.samples).is_dir():

@@ -83,8 +83,8 @@ def validate(cfg) -> None:
 
     benchmarks.get(cfg.benchmark, cfg.label_convention)  # names the problem if unknown
     if is_openvocab(cfg):
-        from diffcut_jax.labelling import LabelOptions
-        from diffcut_jax.vocabulary import parse_vocabulary
+        from diffcut_jax.naming.labelling import LabelOptions
+        from diffcut_jax.naming.vocabulary import parse_vocabulary
 
         parse_vocabulary(LabelOptions(**cfg.openvocab).vocabulary)
     if cfg.per_device_batch_size < 1 or cfg.max_images < 0 or cfg.mask_size < 1:
@@ -103,7 +103,7 @@ def class_table(result) -> str:
 
 
 def write_outputs(workdir: Path, cfg, result, extra: dict) -> None:
-    from diffcut_jax.imageio import atomic_write
+    from diffcut_jax.io.imageio import atomic_write
 
     workdir.mkdir(parents=True, exist_ok=True)
     summary = {
@@ -189,17 +189,21 @@ def fingerprint(cfg, builder, split, total, batch_size) -> dict:
 def make_evaluator(cfg, bench):
     """The model (config.model) and the data-parallel evaluator (config.segmentation)."""
     from diffcut_jax.evaluation.evaluator import Evaluator
-    from diffcut_jax.extractor import load_extractor
+    from diffcut_jax.features.extractor import load_extractor
     from diffcut_jax.segmentation import SegmenterOptions
 
     options = SegmenterOptions(**cfg.segmentation)
+    if cfg.feature_batch > cfg.per_device_batch_size:
+        sys.stderr.write(f"note: config.feature_batch={cfg.feature_batch} exceeds "
+                         f"config.per_device_batch_size={cfg.per_device_batch_size}: features run "
+                         f"in chunks of {cfg.per_device_batch_size} (a chunk never exceeds the "
+                         "per-device batch; padding it would compute features of blank images)\n")
     model = dict(cfg.model)
     extractor = load_extractor(model.pop("path"), image_size=options.image_size, **model)
     if is_openvocab(cfg):
         from diffcut_jax.evaluation.openvocab import OpenVocabEvaluator
-        from diffcut_jax.labelling import LabelOptions, Labeller
-
-        from diffcut_jax.vocabulary import parse_vocabulary
+        from diffcut_jax.naming.labelling import Labeller, LabelOptions
+        from diffcut_jax.naming.vocabulary import parse_vocabulary
 
         label = LabelOptions(**cfg.openvocab)
         sys.stderr.write(common.clip_loading_message(cfg.clip_model.path,
@@ -207,7 +211,7 @@ def make_evaluator(cfg, bench):
         labeller = Labeller.from_pretrained(
             cfg.clip_model.path, label.vocabulary, dtype=cfg.clip_model.dtype or "float32",
             image_size=label.clip_image_size or options.image_size, square=options.square,
-            normalize_input=label.clip_normalize)
+            normalize_input=label.clip_normalize, cache=common.text_cache_dir(), progress=True)
         return OpenVocabEvaluator(extractor, bench, options, labeller, mask_size=cfg.mask_size,
                                   feature_batch=cfg.feature_batch or None)
     return Evaluator(extractor, bench, options, mask_size=cfg.mask_size,
@@ -239,7 +243,7 @@ def report(cfg, result, bench, workdir: Path, *, checkpoint_seconds: float = 0.0
     """Per-image records (every process), then the class table, summary line and files (process 0)."""
     import jax
 
-    from diffcut_jax.imageio import atomic_write
+    from diffcut_jax.io.imageio import atomic_write
 
     openvocab = is_openvocab(cfg)
     expected = None if openvocab else bench.published_miou(
@@ -286,8 +290,8 @@ def run(args: list[str]) -> int:
         return 2
     import jax
 
-    from diffcut_jax.checkpoint import CheckpointError
     from diffcut_jax.evaluation import resume
+    from diffcut_jax.features.checkpoint import CheckpointError
 
     workdir = Path(FLAGS.workdir)
     try:

@@ -15,7 +15,7 @@ and a legend).
 `--format png,coco` also writes COCO-style results: `<name>_coco.json` per image and, at the end
 of each run, `coco.json` over every input of the run (images with their sizes; one annotation per
 segment: compressed RLE, area, bbox [x, y, w, h], segment_id, and with --vocabulary the
-category, class and score; diffcut_jax/coco_output.py). `--format coco` writes no PNG.
+category, class and score; diffcut_jax/io/coco_output.py). `--format coco` writes no PNG.
 
 Unreadable inputs are skipped with a one-line reason; the exit status is non-zero only if nothing succeeded. A re-run skips images whose outputs exist
 (--overwrite redoes them); outputs are written atomically.
@@ -37,12 +37,12 @@ FLAGS = flags.FLAGS
 
 
 def _default_clip():
-    from diffcut_jax.clip_model import DEFAULT_CLIP
+    from diffcut_jax.naming.clip_model import DEFAULT_CLIP
     return DEFAULT_CLIP
 
 
 def _label_options():
-    from diffcut_jax.labelling import LabelOptions
+    from diffcut_jax.naming.labelling import LabelOptions
     return LabelOptions
 
 
@@ -77,7 +77,7 @@ def output_names(files: list[Path]) -> dict[Path, str]:
 
 def write_classes(paths, source: Path, image, named, vocabulary) -> dict:
     """The class PNG, the per-image JSON and the overlay with a legend; returns a summary."""
-    from diffcut_jax import imageio
+    from diffcut_jax.io import imageio
 
     png, js, overlay = paths
     class_map = named.class_map[0]
@@ -98,7 +98,7 @@ def write_classes(paths, source: Path, image, named, vocabulary) -> dict:
 
 def write_coco_fragment(path: Path, source: Path, labels, named) -> None:
     """This image's COCO entry and annotations (`coco.json` is assembled from these)."""
-    from diffcut_jax import coco_output, imageio
+    from diffcut_jax.io import coco_output, imageio
 
     anns = coco_output.segment_annotations(labels, None if named is None else named.segments(0))
     doc = {"image": {"file_name": str(source), "height": int(labels.shape[0]),
@@ -108,7 +108,7 @@ def write_coco_fragment(path: Path, source: Path, labels, named) -> None:
 
 def write_coco_run(out_dir: Path, fragments: list[Path], vocabulary) -> Path:
     """`coco.json`: every image of the run whose fragment exists, in input order."""
-    from diffcut_jax import coco_output, imageio
+    from diffcut_jax.io import coco_output, imageio
 
     images, annotations = [], []
     for f in fragments:
@@ -133,9 +133,9 @@ def _record_failure(summary: Path, source: Path, message: str, **written) -> Non
 
 
 def run(inputs: list[str]) -> int:
-    from diffcut_jax import imageio
-    from diffcut_jax.hub import ModelNotAvailableError
-    from diffcut_jax.checkpoint import CheckpointError
+    from diffcut_jax.features.checkpoint import CheckpointError
+    from diffcut_jax.features.hub import ModelNotAvailableError
+    from diffcut_jax.io import imageio
     from diffcut_jax.segmenter import DiffCut
 
     if not FLAGS.output_dir:
@@ -146,8 +146,8 @@ def run(inputs: list[str]) -> int:
         sys.stderr.write(f"error: --format={','.join(FLAGS.format)}: choose one or more of "
                          f"{', '.join(FORMATS)}\n")
         return 2
-    from diffcut_jax.labelling import LabelOptions, Labeller
-    from diffcut_jax.vocabulary import parse_vocabulary
+    from diffcut_jax.naming.labelling import Labeller, LabelOptions
+    from diffcut_jax.naming.vocabulary import parse_vocabulary
 
     try:
         label_opts = LabelOptions(**common.options_from_flags(options=LabelOptions))
@@ -211,7 +211,8 @@ def run(inputs: list[str]) -> int:
             labeller = Labeller.from_pretrained(
                 FLAGS.clip_model, vocabulary,
                 image_size=label_opts.clip_image_size or seg.options.image_size,
-                square=seg.options.square, normalize_input=label_opts.clip_normalize)
+                square=seg.options.square, normalize_input=label_opts.clip_normalize,
+                cache=common.text_cache_dir(), progress=True)
     except (ModelNotAvailableError, CheckpointError, ValueError) as e:
         return common.model_error_exit(e)
     load_s = time.perf_counter() - t0

@@ -17,10 +17,11 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
 
-from diffcut_jax.labelling import Labeller  # noqa: E402
-from diffcut_jax.clip_model import load_clip  # noqa: E402
+from diffcut_jax.naming.clip_model import load_clip  # noqa: E402
+from diffcut_jax.naming.labelling import Labeller  # noqa: E402
 from diffcut_jax.segmenter import DiffCut  # noqa: E402
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint  # noqa: E402
 from tests.helpers import FIXTURES, CompileCounter  # noqa: E402

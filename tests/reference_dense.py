@@ -8,9 +8,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.image_ops import bilinear_matrix, resize_bilinear
-from diffcut_jax.ncut import normalize_features
-from diffcut_jax.pamr import dense_ranks, median3x3
+from diffcut_jax.cut.ncut import normalize_features
+from diffcut_jax.io.image_ops import bilinear_matrix, resize_bilinear
+from diffcut_jax.masks.pamr import dense_ranks, median3x3
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))

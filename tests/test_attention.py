@@ -28,8 +28,9 @@ def test_chunked_equals_unchunked(causal, chunk):
 
 
 def test_vae_mid_block_attention_chunked_equals_unchunked():
-    from diffcut_jax.models import vae
     from flax import nnx
+
+    from diffcut_jax.models import vae
 
     x = jax.random.normal(jax.random.PRNGKey(1), (1, 24, 24, 32))
     outs = []
@@ -79,7 +80,7 @@ def test_auto_choice(monkeypatch):
 
 
 def test_float32_models_state_highest_precision(tmp_path):
-    from diffcut_jax.extractor import load_extractor
+    from diffcut_jax.features.extractor import load_extractor
     from diffcut_jax.testing import tiny_spec, write_random_checkpoint
 
     write_random_checkpoint(tmp_path, tiny_spec("sdxl"), seed=0)

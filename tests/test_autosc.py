@@ -55,3 +55,29 @@ def test_batched_and_upsampled():
 
 def test_constant_features_give_one_segment():
     np.testing.assert_array_equal(np.asarray(dc.autosc(jnp.ones((5, 5, 4)))), 0)
+
+
+def test_pivots_are_lapack_geqp3_s():
+    """The pivots chosen in plain jnp are LAPACK's column-pivoted QR's (scipy), first k of them,
+    with columns beyond k zero as AutoSC passes them."""
+    import scipy.linalg
+
+    from diffcut_jax.cut.autosc import qr_pivots
+
+    rng = np.random.default_rng(0)
+    for n, k, kmax in ((50, 3, 8), (200, 10, 16), (1024, 30, 128)):
+        v = rng.normal(size=(n, k))
+        _, _, piv = scipy.linalg.qr(v.T, pivoting=True)
+        padded = np.zeros((n, kmax), np.float32)
+        padded[:, :k] = v
+        np.testing.assert_array_equal(np.asarray(qr_pivots(jnp.asarray(padded), k))[:k], piv[:k])
+
+
+def test_at_most_max_clusters():
+    """k is clamped to the static bound: every array is (N, K) or (K, K), K = MAX_CLUSTERS."""
+    from diffcut_jax.cut.autosc import cluster_qr
+
+    rng = np.random.default_rng(1)
+    vectors = jnp.asarray(rng.normal(size=(64, 64)), jnp.float32)
+    labels = np.asarray(cluster_qr(vectors, 40, max_clusters=8))
+    assert labels.max() < 8 and len(np.unique(labels)) > 1

@@ -11,11 +11,12 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import diffcut_jax as dc
-from diffcut_jax import checkpoint as ckpt
-from diffcut_jax import hub, presets
+from diffcut_jax import presets
+from diffcut_jax.features import checkpoint as ckpt
+from diffcut_jax.features import hub
 from diffcut_jax.models import ArchitectureError, clip, unet, vae
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
-from tests.helpers import CompileCounter, SHARED
+from tests.helpers import SHARED, CompileCounter
 
 
 class ShapeOnly:

@@ -67,3 +67,29 @@ def test_counter_sees_a_new_shape(compile_counter):
     """The counter is live: a new shape is a new program."""
     dc.assign_concepts(_features(0, 6, 6), jnp.zeros((6, 6), jnp.int32), (10, 10)).block_until_ready()
     assert compile_counter.count >= 1
+
+
+def test_counter_counts_programs_read_back_from_the_persistent_cache(compile_counter):
+    """The test run shares one persistent compilation cache (conftest.py): a program another test
+    file or process compiled is read back, not compiled. The counter must still see it, or a
+    count would depend on which tests ran before."""
+    import uuid
+
+    assert jax.config.jax_compilation_cache_dir, "conftest.py sets a cache for the run"
+    salt = uuid.uuid4().int % 1000 + 0.5  # a program no other test or run has compiled
+    f = jax.jit(lambda x: jnp.sin(x * salt) @ x.T)
+    hits = []
+    listener = lambda event, **kw: hits.append(event)  # noqa: E731
+    jax.monitoring.register_event_listener(listener)
+    old = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    try:
+        f(jnp.ones((8, 8))).block_until_ready()
+        first = compile_counter.count
+        jax.clear_caches()  # drop the in-memory program: the next call reads the disk cache
+        f(jnp.ones((8, 8))).block_until_ready()
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", old)
+        jax.monitoring.unregister_event_listener(listener)
+    assert "/jax/compilation_cache/cache_hits" in hits, "the program did not come from the cache"
+    assert first >= 1 and compile_counter.count == 2 * first

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import diffcut_jax as dc
-from diffcut_jax.image_ops import bilinear_matrix
+from diffcut_jax.io.image_ops import bilinear_matrix
 from tests.helpers import load_fixture, same_partition
 
 Z = load_fixture("ncut_reference.npz")

@@ -82,16 +82,16 @@ def test_wheel_holds_only_the_package_and_configs_work_by_name_outside_the_repo(
     # The open-vocabulary assets (BPE vocabulary, class lists) ship in the wheel and load from it.
     assert {"diffcut_jax/assets/bpe_simple_vocab_16e6.txt.gz",
             "diffcut_jax/assets/openvocab_class_names.json"} <= set(names)
-    code = ("from diffcut_jax.clip_tokenizer import ClipTokenizer; "
-            "from diffcut_jax.vocabulary import parse_vocabulary; "
+    code = ("from diffcut_jax.naming.clip_tokenizer import ClipTokenizer; "
+            "from diffcut_jax.naming.vocabulary import parse_vocabulary; "
             "print(len(parse_vocabulary('coco_object')), ClipTokenizer()('a cat')[0, :4].tolist())")
     res = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
     assert res.stdout.split() == ["81", "[49406,", "320,", "2368,", "49407]"], res.stderr[-2000:]
 
 
 def test_openvocab_configs_follow_the_original_script():
-    from diffcut_jax.labelling import LabelOptions
-    from diffcut_jax.vocabulary import parse_vocabulary
+    from diffcut_jax.naming.labelling import LabelOptions
+    from diffcut_jax.naming.vocabulary import parse_vocabulary
 
     for name in ("voc20", "context59", "coco_object"):
         mod = importlib.import_module(f"diffcut_jax.configs.openvoc_{name}")

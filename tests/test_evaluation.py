@@ -3,6 +3,7 @@ reference, and `launch.eval` end to end on a fake benchmark (1 device vs 8 simul
 processes through jax.distributed in tests/test_preemption.py)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,15 +18,18 @@ pytest.importorskip("tensorflow_datasets")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from diffcut_jax.concepts import assign_concepts  # noqa: E402
+from diffcut_jax.cut.ncut import recursive_ncut  # noqa: E402
 from diffcut_jax.data import benchmarks, builders, fake_downloads, pipeline  # noqa: E402
 from diffcut_jax.evaluation.evaluator import Evaluator, batches_from_tf  # noqa: E402
 from diffcut_jax.evaluation.matching import (  # noqa: E402
-    MIoUAccumulator, background_merge, final_scores, image_scores,
+    MIoUAccumulator,
+    background_merge,
+    final_scores,
+    image_scores,
 )
-from diffcut_jax.extractor import load_extractor  # noqa: E402
-from diffcut_jax.ncut import recursive_ncut  # noqa: E402
-from diffcut_jax.pamr import refine  # noqa: E402
+from diffcut_jax.features.extractor import load_extractor  # noqa: E402
+from diffcut_jax.masks.concepts import assign_concepts  # noqa: E402
+from diffcut_jax.masks.pamr import refine  # noqa: E402
 from diffcut_jax.segmentation import FeatureModel, SegmenterOptions, predict_masks  # noqa: E402
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint  # noqa: E402
 
@@ -117,13 +121,14 @@ def test_evaluator_matches_per_image_reference(data, name, refinement):
 
 @pytest.mark.slow
 def test_feature_chunks_make_results_independent_of_the_batch(data):
-    """Per-device batch 1, 4 and 8 with features in fixed chunks of 4: identical counts, and the
-    features are computed 4 images at a time (not one at a time)."""
+    """Per-device batch 4 and 8 with features in fixed chunks of 4: identical counts, and the
+    features are computed 4 images at a time (not one at a time). (A batch of 1 runs in chunks
+    of 1: test_features_run_on_the_batch_s_images_only.)"""
     extractor = load_extractor(str(data["root"] / "ckpt"), image_size=S)
     options = SegmenterOptions(tau=0.99, alpha=1.0, image_size=S, square=True)
     bench = benchmarks.get("voc20")
     results = []
-    for batch in (1, 4, 8):
+    for batch in (4, 8):
         ds, _ = pipeline.eval_batches(data["voc20"], batch_size=batch, image_size=S, mask_size=M)
         evaluator = Evaluator(extractor, bench, options, mask_size=M, feature_batch=4)
         results.append(evaluator.evaluate(batches_from_tf(ds)).accumulator)
@@ -137,6 +142,90 @@ def test_feature_chunks_make_results_independent_of_the_batch(data):
         refine_now=False, feature_batch=4))(jnp.zeros((8, S, S, 3)))
     scans = [e for e in chunked.jaxpr.eqns if e.primitive.name == "scan"]
     assert scans and scans[0].params["length"] == 2  # 8 images = 2 chunks of 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["voc20", "cityscapes"])
+def test_results_are_read_only_behind_the_next_dispatched_step(data, name, monkeypatch):
+    """The order of dispatches and reads: a step's results are read only once the next device
+    step is queued behind it, so the device never idles while the host matches. With refinement
+    after a background merge (cityscapes) the refine step of batch i is read after batch i + 1's
+    predict step and refine step are dispatched."""
+    from diffcut_jax.evaluation import evaluator as evaluator_lib
+
+    extractor = load_extractor(str(data["root"] / "ckpt"), image_size=S)
+    options = SegmenterOptions(tau=0.99, alpha=1.0, image_size=S, square=True, refinement=True)
+    bench = benchmarks.get(name)
+    evaluator = Evaluator(extractor, bench, options, mask_size=M)
+    assert (evaluator._refine is not None) == (name == "cityscapes")
+    log, owner = [], {}
+
+    def recorded(kind, step):
+        def call(*args):
+            i = sum(e.startswith(f"dispatch {kind}") for e in log)
+            log.append(f"dispatch {kind} {i}")
+            out = step(*args)
+            for x in out:
+                owner[id(x)] = f"{kind} {i}"
+            return out
+        return call
+
+    evaluator._predict = recorded("predict", evaluator._predict)
+    if evaluator._refine is not None:
+        evaluator._refine = recorded("refine", evaluator._refine)
+    real_local = evaluator_lib._process_local
+
+    def read(x):
+        if not log or log[-1] != f"read {owner[id(x)]}":
+            log.append(f"read {owner[id(x)]}")
+        return real_local(x)
+
+    monkeypatch.setattr(evaluator_lib, "_process_local", read)
+    ds, _ = pipeline.eval_batches(data[name], batch_size=2, image_size=S, mask_size=M)
+    assert evaluator.evaluate(batches_from_tf(ds)).accumulator.images == 6
+    if name == "voc20":
+        assert log == ["dispatch predict 0", "dispatch predict 1", "read predict 0",
+                       "dispatch predict 2", "read predict 1", "read predict 2"]
+    else:
+        assert log == ["dispatch predict 0",
+                       "dispatch predict 1", "read predict 0", "dispatch refine 0",
+                       "dispatch predict 2", "read predict 1", "dispatch refine 1", "read refine 0",
+                       "read predict 2", "dispatch refine 2", "read refine 1", "read refine 2"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _CountingModel(FeatureModel):
+    """The feature model, reporting at run time how many images each extractor call gets."""
+
+    def features(self, params, images, noise, size):
+        jax.debug.callback(lambda seen: _SEEN.append(len(seen)), images[:, 0, 0, 0])
+        return super().features(params, images, noise, size)
+
+
+_SEEN: list[int] = []
+
+
+@pytest.mark.slow
+def test_features_run_on_the_batch_s_images_only(data, monkeypatch):
+    """The images that reach the feature extractor per step: a per-device batch of 1 with
+    `feature_batch` 8 (the open-vocabulary configs' batch with the common chunk) computes one
+    image's features per step, not 8 (7 of them blank); batch 4 with chunks of 8, 4 per step."""
+    from diffcut_jax.configs import common
+    from diffcut_jax.evaluation import evaluator as evaluator_lib
+
+    for cfg in (common.benchmark_config("voc20"), common.openvocab_config("voc20")):
+        assert cfg.feature_batch <= cfg.per_device_batch_size, "a config asks for blank images"
+    monkeypatch.setattr(evaluator_lib, "FeatureModel", _CountingModel)
+    extractor = load_extractor(str(data["root"] / "ckpt"), image_size=S)
+    options = SegmenterOptions(tau=0.99, alpha=1.0, image_size=S, square=True)
+    for batch, steps in ((1, 6), (4, 2)):
+        ds, _ = pipeline.eval_batches(data["voc20"], batch_size=batch, image_size=S, mask_size=M)
+        _SEEN.clear()
+        evaluator = Evaluator(extractor, benchmarks.get("voc20"), options, mask_size=M,
+                              feature_batch=8)
+        assert evaluator.evaluate(batches_from_tf(ds)).accumulator.images == 6
+        jax.effects_barrier()
+        assert _SEEN == [batch] * steps, (batch, _SEEN)
 
 
 def _launch(args, devices=1):
@@ -201,9 +290,9 @@ def test_launch_eval_missing_data(tmp_path):
 def test_openvocab_evaluator_matches_per_image_reference(data):
     """Open vocabulary: segments named by CLIP, confusion against gt + 1 (background first),
     checked against the steps written out per image."""
-    from diffcut_jax.clip_model import load_clip
     from diffcut_jax.evaluation.openvocab import OpenVocabEvaluator, image_confusion_scores
-    from diffcut_jax.labelling import Labeller
+    from diffcut_jax.naming.clip_model import load_clip
+    from diffcut_jax.naming.labelling import Labeller
     from tests.helpers import FIXTURES
 
     extractor = load_extractor(str(data["root"] / "ckpt"), image_size=S)

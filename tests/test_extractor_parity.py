@@ -16,7 +16,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import diffcut_jax as dc  # noqa: E402
-from diffcut_jax import extractor as ex_lib  # noqa: E402
+from diffcut_jax.features import extractor as ex_lib  # noqa: E402
 from diffcut_jax.testing import tiny_spec  # noqa: E402
 
 # Model, TFDS or torch work per test: left out of the quick subset (-m "not slow").

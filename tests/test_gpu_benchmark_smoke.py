@@ -28,6 +28,12 @@ def test_quick_mode_smoke(tmp_path):
         assert set(r["ncut"][form]) == {"batch1", "batch16"}
     parity = r["ncut"]["level_stack_parity"]
     assert len(parity["nodes_differing"]) == 16
+    for form in ("stack", "level"):  # beside every NCut figure: segments and dense fallbacks
+        assert len(r["ncut"][form]["segments"]) == len(r["ncut"][form]["dense_fallbacks"]) == 16
     assert set(r["end_to_end"]) == {"plain", "refinement"}
+    for row in r["end_to_end"].values():
+        assert len(row["batch16"]["segments_per_image"]) == 16
+    # One compile per program: features 2, NCut 2 per formulation, end to end 2.
+    assert r["compiles"]["ncut"] <= 4 + 2 and r["compiles"]["end_to_end"] <= 2 + 2, r["compiles"]
     assert set(r["targets"]) == {"features_images_per_s", "ncut_ms_per_image",
                                  "end_to_end_images_per_s"}

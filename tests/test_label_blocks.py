@@ -1,4 +1,4 @@
-"""Blockwise argmax over labels (label_blocks.py): the assignment and the refinement equal the
+"""Blockwise argmax over labels (masks/label_blocks.py): the assignment and the refinement equal the
 previous release's dense formulations (tests/reference_dense.py) for any block size, and the loop
 runs once per block of the labels actually present."""
 from __future__ import annotations
@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 import diffcut_jax as dc
-from diffcut_jax.label_blocks import BLOCK_ELEMENTS, MAX_BLOCK, blockwise_argmax, labels_per_block
+from diffcut_jax.masks.label_blocks import (
+    BLOCK_ELEMENTS,
+    MAX_BLOCK,
+    blockwise_argmax,
+    labels_per_block,
+)
 from tests.helpers import load_fixture, meta
 from tests.reference_dense import assign_dense, refine_dense
 

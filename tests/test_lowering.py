@@ -1,5 +1,5 @@
 """Every accelerator program lowers for cuda and tpu on this CPU-only machine (`jax.export`):
-the `DiffCut` batch function at 1024 x 1024, the evaluator step under `shard_map` over 8 host
+the `DiffCut` batch function at 1024 x 1024 (NCut and AutoSC), the evaluator step under `shard_map` over 8 host
 devices, and the labeller step (benchmarks/lowering.py, whose table is in docs/performance.md)."""
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import sys
 
 import pytest
 
+from diffcut_jax import determinism
 from tests.helpers import REPO
 
 
 @pytest.mark.slow
 def test_every_program_lowers_for_cuda_and_tpu(tmp_path):
     out = tmp_path / "lowering.json"
+    # With the reproducibility options the commands set on GPUs (XLA refuses unknown ones).
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+               XLA_FLAGS=determinism.flags_with("--xla_force_host_platform_device_count=8"))
     res = subprocess.run([sys.executable, "benchmarks/lowering.py", "--out", str(out)], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -26,7 +28,7 @@ def test_every_program_lowers_for_cuda_and_tpu(tmp_path):
     rows = {(r["program"], r["platform"]): r for r in report["rows"]}
     for platform in ("cuda", "tpu"):
         names = [n for n, p in rows if p == platform]
-        assert len(names) == 4, names
+        assert len(names) == 5, names
         assert any("evaluator step" in n for n in names)
         for name in names:
             r = rows[(name, platform)]
@@ -35,5 +37,8 @@ def test_every_program_lowers_for_cuda_and_tpu(tmp_path):
         refined = rows[("DiffCut batch function, 1024 x 1024, refinement", platform)]
         assert seg["while"] >= 1 and refined["while"] > seg["while"]  # the refinement's loops
         assert refined["gflop_per_image"] > seg["gflop_per_image"]
+        # AutoSC lowers too (no pivoted-QR custom call: geqp3 has no TPU lowering).
+        autosc = rows[("DiffCut batch function, 1024 x 1024, AutoSC", platform)]
+        assert autosc["module_kib"] > 0 and not any("geqp3" in c for c in autosc["custom_calls"])
     # The evaluator step covers 8 devices x the per-device batch.
     assert rows[("voc20 evaluator step (prediction), masks 128", "cuda")]["batch"] == 64

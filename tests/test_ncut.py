@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import diffcut_jax as dc
-from diffcut_jax import ncut as ncut_lib
-from diffcut_jax import spectral
+from diffcut_jax.cut import ncut as ncut_lib
+from diffcut_jax.cut import spectral
 from tests import reference_numpy as ref
 from tests.helpers import load_fixture, meta, partition_mismatch, same_partition
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import diffcut_jax as dc
-from diffcut_jax import checkpoint as ckpt
-from diffcut_jax.clip_model import VILD_TEMPLATES, load_clip, pool_masks, synonym_logits
-from diffcut_jax.clip_tokenizer import ClipTokenizer
 from diffcut_jax.evaluation.openvocab import image_confusion_scores
-from diffcut_jax.labelling import Labeller, LabelOptions
+from diffcut_jax.features import checkpoint as ckpt
 from diffcut_jax.models.open_clip import IGNORE_PATTERNS, OpenCLIP, OpenCLIPConfig, OpenCLIPSource
-from diffcut_jax.vocabulary import PRESETS, parse_vocabulary
+from diffcut_jax.naming.clip_model import VILD_TEMPLATES, load_clip, pool_masks, synonym_logits
+from diffcut_jax.naming.clip_tokenizer import ClipTokenizer
+from diffcut_jax.naming.labelling import Labeller, LabelOptions
+from diffcut_jax.naming.vocabulary import PRESETS, parse_vocabulary
 from tests.helpers import FIXTURES, SHARED
 
 MODELS = ("tiny_convnext_clip", "small_convnext_tiny_clip")

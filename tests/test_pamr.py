@@ -9,7 +9,7 @@ import pytest
 import scipy.ndimage
 
 import diffcut_jax as dc
-from diffcut_jax.pamr import median3x3
+from diffcut_jax.masks.pamr import median3x3
 from tests.helpers import load_fixture, meta
 
 Z = load_fixture("pamr_reference.npz")

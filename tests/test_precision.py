@@ -66,9 +66,13 @@ CASES = {
 
 def _clip_cases():
     """The open-vocabulary CLIP's jitted functions (tiny fixture model, float32)."""
-    from diffcut_jax.clip_model import (dense_features_fn, encode_text_fn, load_clip,
-                                        segment_embeddings_fn)
-    from diffcut_jax.labelling import Labeller, label_segments
+    from diffcut_jax.naming.clip_model import (
+        dense_features_fn,
+        encode_text_fn,
+        load_clip,
+        segment_embeddings_fn,
+    )
+    from diffcut_jax.naming.labelling import Labeller, label_segments
     from tests.helpers import FIXTURES
 
     clip = load_clip(FIXTURES / "openclip" / "tiny_convnext_clip")
@@ -176,7 +180,7 @@ def test_unet_precision_follows_its_dtype(backend):
 def test_extractor_defaults_to_the_torch_policy_for_its_vae():
     import inspect
 
-    from diffcut_jax.extractor import load_extractor
+    from diffcut_jax.features.extractor import load_extractor
 
     assert inspect.signature(load_extractor).parameters["vae_precision"].default == "torch"
     from diffcut_jax.models.layers import Numerics
@@ -186,7 +190,7 @@ def test_extractor_defaults_to_the_torch_policy_for_its_vae():
 
 
 def test_unet_dtype_default_per_backend():
-    from diffcut_jax.extractor import default_dtype
+    from diffcut_jax.features.extractor import default_dtype
 
     assert default_dtype("gpu") == jnp.float16  # the original's; closest to float32 (precision.py)
     assert default_dtype("tpu") == jnp.bfloat16

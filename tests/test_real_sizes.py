@@ -13,7 +13,7 @@ import sys
 import pytest
 from PIL import Image
 
-from diffcut_jax import imageio
+from diffcut_jax.io import imageio
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
 from tests.helpers import FIXTURES, REPO, SHARED
 

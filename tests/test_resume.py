@@ -79,3 +79,44 @@ def test_decode_names_the_problem():
         resume.decode(data.replace(b'"format": 1', b'"format": 0', 1))
     with pytest.raises(ValueError, match="no header line"):
         resume.decode(b"abc")
+
+
+def test_sigterm_is_agreed_every_few_batches_not_every_batch(monkeypatch):
+    """With several processes the SIGTERM flag is agreed (a collective that would drain the
+    evaluation's pipeline) only at checkpoints and every `agree_every` batches; one process
+    stops at the next batch with no collective at all."""
+    import jax
+
+    class Store:
+        def __init__(self):
+            self.saved = []
+
+        def save(self, done, state):
+            self.saved.append(done)
+
+    class Evaluator:
+        def local_state(self, result):
+            return {}
+
+    agreed = []
+    monkeypatch.setattr(resume, "any_process", lambda flag: agreed.append(flag) or flag)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    store = Store()
+    policy = resume.CheckpointPolicy(store, Evaluator(), every=6, agree_every=4)
+    for done in range(1, 10):
+        policy(done, None)
+    assert len(agreed) == 3 and store.saved == [6]  # at 4, 6 (checkpoint), 8: and nothing else
+    policy.terminated = True
+    policy(10, None)  # not a boundary for agreement: runs on
+    with pytest.raises(resume.Preempted):
+        policy(12, None)
+    assert store.saved == [6, 12]
+
+    monkeypatch.setattr(jax, "process_count", lambda: 1)
+    agreed.clear()
+    one = resume.CheckpointPolicy(Store(), Evaluator(), every=0)
+    one(1, None)
+    one.terminated = True
+    with pytest.raises(resume.Preempted):
+        one(2, None)
+    assert agreed == []

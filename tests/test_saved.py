@@ -1,4 +1,4 @@
-"""Converted parameters saved and loaded without conversion (saved.py): same pytree, same
+"""Converted parameters saved and loaded without conversion (features/saved.py): same pytree, same
 features and labels, dtypes kept or asked for, and errors that name the key."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from safetensors.flax import load_file, save_file
 
-from diffcut_jax import saved
-from diffcut_jax.checkpoint import CheckpointError
-from diffcut_jax.extractor import load_extractor
+from diffcut_jax.features import saved
+from diffcut_jax.features.checkpoint import CheckpointError
+from diffcut_jax.features.extractor import load_extractor
 from diffcut_jax.segmenter import DiffCut
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
 

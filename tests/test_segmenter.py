@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcut_jax import coco_output, imageio
-from diffcut_jax.segmentation import working_size
+from diffcut_jax.io import coco_output, imageio
+from diffcut_jax.io.image_ops import working_size
 from diffcut_jax.segmenter import DiffCut
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
 from tests.helpers import REPO, SHARED

@@ -15,13 +15,13 @@ import contextlib
 import sys
 
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
 from diffcut_jax.data import label_maps
 from diffcut_jax.data.benchmarks import BENCHMARKS, Benchmark
 from diffcut_jax.data.raw_layouts import MissingDataError
+from diffcut_jax.data.tf_host import tfds
 
 VOID = 255  # stored value of class -1
 VERSION = tfds.core.Version("1.0.0")

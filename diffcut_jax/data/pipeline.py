@@ -15,20 +15,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from diffcut_jax.data.builders import VOID
-
-
-def hide_accelerators_from_tensorflow() -> None:
-    """tf.data runs on the host: keep TensorFlow off the accelerators JAX uses. Called where a
-    pipeline is built (not at import, which must not change global state)."""
-    for kind in ("GPU", "TPU"):
-        try:
-            tf.config.set_visible_devices([], kind)
-        except (RuntimeError, ValueError):  # already initialised, or no such device type
-            pass
+from diffcut_jax.data.tf_host import tf, tfds
 
 
 def decode_rgb(encoded):
@@ -132,7 +121,6 @@ def eval_batches(builder, *, batch_size: int, image_size: int = 1024, mask_size:
     `skip_batches`: start after that many batches (a resumed evaluation), the same batches as
     an uninterrupted run's from there on; the skipped records are not decoded. The number
     returned stays the whole count."""
-    hide_accelerators_from_tensorflow()
     total = num_examples(builder, split)
     per_process = math.ceil(total / process_count)
     num_batches = max(1, math.ceil(per_process / batch_size))

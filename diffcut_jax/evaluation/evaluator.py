@@ -23,14 +23,19 @@ from typing import Callable, Iterable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from diffcut_jax.data.benchmarks import Benchmark
 from diffcut_jax.evaluation.matching import (
-    MIoUAccumulator, background_merge, class_segment_histogram, final_scores, histogram_rows,
+    MIoUAccumulator,
+    background_merge,
+    class_segment_histogram,
+    final_scores,
+    histogram_rows,
     image_scores,
 )
-from diffcut_jax.extractor import DiffusionFeatureExtractor
+from diffcut_jax.features.extractor import DiffusionFeatureExtractor
 from diffcut_jax.segmentation import FeatureModel, SegmenterOptions, predict_masks, refine_masks
 
 DATA_AXIS = "data"
@@ -178,23 +183,33 @@ class Evaluator:
         alpha = jnp.float32(self.options.alpha)
         return self._predict(self._params, dev["image"], dev["label"], self._noise, tau, alpha)
 
-    def _score(self, dev: dict, out, acc: MIoUAccumulator, on_image) -> None:
+    def _match(self, dev: dict, out):
+        """First host stage of a scored batch: read the predict step's histograms. Without the
+        refinement after a background merge that is all, else the merge's matching runs and the
+        refine step is dispatched (asynchronous); `_finish` reads it a batch later."""
         masks, hist, num_pred = out
         hist, num_pred = _process_local(hist), _process_local(num_pred)
+        if self._refine is None:
+            return dev, num_pred, (hist, None)
+        valid = dev["valid"]
+        mapping = np.zeros((len(valid), self.columns), np.int32)
+        for i in range(len(valid)):
+            if valid[i]:
+                m = background_merge(hist[i][1:], int(num_pred[i]))[: self.columns]
+                mapping[i, : m.size] = m
+        mapping = jax.make_array_from_process_local_data(self._batch, mapping)
+        return dev, num_pred, (None, self._refine(dev["image"], masks, mapping, dev["label"]))
+
+    def _finish(self, matched, acc: MIoUAccumulator, on_image) -> None:
+        """Second host stage: the scores of every real image of the batch."""
+        dev, num_pred, (hist, refined) = matched
         valid = dev["valid"]
         n, bg = self.benchmark.num_classes, self.benchmark.background
-        if self._refine is None:
+        if refined is None:
             scores = [image_scores(hist[i], int(num_pred[i]), n, bg) if valid[i] else None
                       for i in range(len(valid))]
         else:
-            mapping = np.zeros((len(valid), self.columns), np.int32)
-            for i in range(len(valid)):
-                if valid[i]:
-                    m = background_merge(hist[i][1:], int(num_pred[i]))[: self.columns]
-                    mapping[i, : m.size] = m
-            mapping = jax.make_array_from_process_local_data(self._batch, mapping)
-            hist2, num2 = self._refine(dev["image"], masks, mapping, dev["label"])
-            hist2, num2 = _process_local(hist2), _process_local(num2)
+            hist2, num2 = (_process_local(x) for x in refined)
             scores = [final_scores(hist2[i], int(num2[i]), n) if valid[i] else None
                       for i in range(len(valid))]
         for i, s in enumerate(scores):
@@ -224,8 +239,9 @@ class Evaluator:
                  after_batch: Callable[[int, EvalResult], None] | None = None) -> EvalResult:
         """Run every batch; `on_image(image_id, accumulator)` after each real image is scored.
 
-        While the device computes batch i, the host scores batch i - 1 and the next `prefetch`
-        batches are already transferred. `overlap=False` runs the steps one after another (the
+        While the device computes batch i, the host scores batch i - 1 (with refinement after a
+        background merge: matches batch i - 1 and scores batch i - 2, whose refine step ran
+        behind) and the next `prefetch` batches are already transferred. `overlap=False` runs the steps one after another (the
         baseline of benchmarks/eval_throughput.py).
 
         Preemption (resume.py): `resume` is (batches done, this process's `local_state` then),
@@ -245,9 +261,9 @@ class Evaluator:
             if on_image is not None:
                 on_image(record["image_id"], acc)
 
-        def score(dev, out):
+        def finish(matched):
             nonlocal done
-            self._score(dev, out, acc, scored)
+            self._finish(matched, acc, scored)
             done += 1
             if after_batch is not None:
                 after_batch(done, result)
@@ -265,21 +281,37 @@ class Evaluator:
                     return
                 queue.append(self._to_device(batch))
 
-        pending = None
+        # A software pipeline: results are read only once the next device step is queued, so the
+        # device always has work while the host matches and scores. The predict step of batch i
+        # is dispatched, then batch i - 1's predict results are read (and, with refinement after
+        # a background merge, its refine step dispatched), then batch i - 2's refine results are
+        # read (a batch later than they were dispatched).
+        predicted = matched = None
         fill()
         while queue:
             dev = queue.popleft()
             out = self._dispatch(dev)  # asynchronous
-            if overlap:
-                fill()  # transfer ahead, and score the previous batch, while the device works
-                if pending is not None:
-                    score(*pending)
-                pending = (dev, out)
-            else:
-                score(dev, out)
+            if not overlap:
+                finish(self._match(dev, out))
                 fill()
-        if pending is not None:
-            score(*pending)
+                continue
+            fill()  # transfer ahead while the device works
+            if predicted is not None:
+                newly = self._match(*predicted)
+                if self._refine is None:
+                    finish(newly)
+                else:
+                    if matched is not None:
+                        finish(matched)
+                    matched = newly
+            predicted = (dev, out)
+        if predicted is not None:
+            newly = self._match(*predicted)
+            if matched is not None:
+                finish(matched)
+            matched = newly
+        if matched is not None:
+            finish(matched)
         acc.merge_processes()
         result.seconds = time.perf_counter() - start
         return result

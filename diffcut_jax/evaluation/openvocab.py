@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 from diffcut_jax.data.benchmarks import Benchmark
 from diffcut_jax.evaluation.evaluator import DATA_AXIS, EvalResult, Evaluator, _process_local
 from diffcut_jax.evaluation.matching import MIoUAccumulator, class_segment_histogram
-from diffcut_jax.labelling import Labeller
+from diffcut_jax.naming.labelling import Labeller
 from diffcut_jax.segmentation import FeatureModel, SegmenterOptions, predict_masks
 
 
@@ -121,8 +121,11 @@ class OpenVocabEvaluator(Evaluator):
         return self._predict(self._params, self._clip_params, dev["image"], dev["label"],
                              self._noise, tau, alpha, self._classifier, self._logit_scale)
 
-    def _score(self, dev: dict, out, acc: MIoUAccumulator, on_image) -> None:
-        hist = _process_local(out)
+    def _match(self, dev: dict, out):
+        return dev, _process_local(out)  # no matching: classes are named
+
+    def _finish(self, matched, acc: MIoUAccumulator, on_image) -> None:
+        dev, hist = matched
         for i, valid in enumerate(dev["valid"]):
             if not valid:
                 continue

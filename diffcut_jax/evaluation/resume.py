@@ -144,7 +144,7 @@ class ProgressStore:
         """Gather every process's `local_state`; process 0 writes the checkpoint atomically."""
         import jax
 
-        from diffcut_jax.imageio import atomic_write
+        from diffcut_jax.io.imageio import atomic_write
 
         states = gather_json(local_state)
         if jax.process_index() != 0:
@@ -159,11 +159,19 @@ class ProgressStore:
 
 
 class CheckpointPolicy:
-    """`after_batch` of the evaluation: a checkpoint every `every` batches, and on SIGTERM (agreed
-    by all processes) a last one, then `Preempted`."""
+    """`after_batch` of the evaluation: a checkpoint every `every` batches, and on SIGTERM a last
+    one, then `Preempted`.
 
-    def __init__(self, store, evaluator, every: int):
+    A SIGTERM may reach only some processes, and all must stop at the same batch, so with several
+    processes the flag is agreed (a small all-gather) at every checkpoint and every `agree_every`
+    batches, not at every batch: that collective queues behind the running device step and would
+    make the host wait for it, leaving the evaluation's pipeline one batch deep. A stop then comes
+    at most `agree_every` batches after the signal. One process checks its flag at every batch
+    (no collective)."""
+
+    def __init__(self, store, evaluator, every: int, agree_every: int = 8):
         self.store, self.evaluator, self.every = store, evaluator, every
+        self.agree_every = max(1, int(agree_every))
         self.terminated = False
         self.seconds = 0.0
 
@@ -171,8 +179,16 @@ class CheckpointPolicy:
         self.terminated = True  # acted on at the next batch boundary, with whole counts
 
     def __call__(self, done: int, result) -> None:
-        stop = any_process(self.terminated)
-        if stop or (self.every and done % self.every == 0):
+        import jax
+
+        checkpoint = bool(self.every) and done % self.every == 0
+        if jax.process_count() == 1:
+            stop = self.terminated
+        elif checkpoint or done % self.agree_every == 0:
+            stop = any_process(self.terminated)
+        else:
+            stop = False
+        if stop or checkpoint:
             t = time.perf_counter()
             self.store.save(done, self.evaluator.local_state(result))
             self.seconds += time.perf_counter() - t

@@ -2,7 +2,7 @@
 
 Attribute names mirror timm's modules (`stem.0` conv, `stem.1` norm, `stages.i.downsample.{0,1}`,
 `stages.i.blocks.j.{conv_dw,norm,mlp.fc1,mlp.fc2,gamma}`, `head.norm`), so that a parameter's NNX
-path spells its timm name (`diffcut_jax/checkpoint.py`). In NHWC, timm's LayerNorm2d (a channel
+path spells its timm name (`diffcut_jax/features/checkpoint.py`). In NHWC, timm's LayerNorm2d (a channel
 norm of NCHW maps) is the ordinary LayerNorm over the last axis, and the 1x1-conv MLP of the
 smallest variants (`conv_mlp=True`) is the same product as the Linear MLP of the others; both
 are kept as they are stored (a 1x1 `Conv` or a `Linear`), so each checkpoint loads unchanged.

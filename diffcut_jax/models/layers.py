@@ -2,7 +2,7 @@
 
 Attribute names mirror diffusers' module names (`to_out` is a one-element list, `ff.net` holds
 `[GEGLU, Dropout, Linear]`) so that a parameter's NNX path spells its PyTorch name; see
-`diffcut_jax/checkpoint.py`.
+`diffcut_jax/features/checkpoint.py`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "chunked")
 

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffcut_jax import checkpoint as ckpt
-from diffcut_jax import hub
-from diffcut_jax.image_ops import resize_bilinear
+from diffcut_jax.features import checkpoint as ckpt
+from diffcut_jax.features import hub, saved
+from diffcut_jax.io.image_ops import resize_bilinear
 from diffcut_jax.models import clip, unet, vae
 from diffcut_jax.models.layers import Numerics
 
@@ -262,7 +262,7 @@ def load_extractor(
     Args:
       model: local diffusers directory or hub id (downloaded with huggingface_hub, only the needed
         files, fp16 variant first), or a directory written by `save_extractor` / `DiffCut.save`
-        (converted parameters, loaded without conversion; saved.py).
+        (converted parameters, loaded without conversion; `saved.py`).
       dtype: UNet compute dtype; default float16 on GPUs, bfloat16 on TPUs, float32 on CPUs.
       param_dtype: UNet parameter dtype; default = dtype.
       vae_dtype: VAE parameter and compute dtype (float32: the XL VAE overflows in fp16;
@@ -277,16 +277,19 @@ def load_extractor(
       seed: seed of the one noise draw shared by every image (pass `noise=` to calls to override).
       prompt: text prompt (default: the empty prompt, as the paper).
     """
-    from diffcut_jax import saved
-
-    if saved.is_saved(model):  # converted before (`save_extractor`): no conversion
-        return saved.load_extractor(
-            model, dtype=dtype, param_dtype=param_dtype, vae_dtype=vae_dtype,
-            vae_precision=vae_precision, timestep=timestep, image_size=image_size, seed=seed,
-            prompt=prompt, attention=attention)
     dtype = dtype or default_dtype()
-    param_dtype = param_dtype or dtype
     size = _size(image_size)
+    if saved.is_saved(model):  # converted before (`save_extractor`): no conversion
+        got = saved.load(model, dtype=dtype, param_dtype=param_dtype, vae_dtype=vae_dtype,
+                         vae_precision=vae_precision, prompt=prompt, attention=attention)
+        manifest = got.manifest
+        return DiffusionFeatureExtractor(
+            unet_graph=got.unet_graph, vae_graph=got.vae_graph, params=got.params,
+            unet_config=got.unet_config, vae_config=got.vae_config, size=size, timestep=timestep,
+            schedule=schedule_from_config(manifest.get("scheduler", {}), timestep), seed=seed,
+            provenance={"model": manifest.get("source_model"), "prompt": manifest.get("prompt"),
+                        "scheduler": manifest.get("scheduler", {}), "saved": str(model)})
+    param_dtype = param_dtype or dtype
     files = hub.resolve(model, prefer_fp16=prefer_fp16, tokenizers=bool(prompt))
     ucfg = unet.UNetConfig.from_diffusers(files.config("unet"))
     vcfg = vae.VAEConfig.from_diffusers(files.config("vae"))

@@ -33,14 +33,20 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.batching import merge_vmap, sequential_vmap
-from diffcut_jax.buckets import smallest_bucket
-from diffcut_jax.graph import (  # noqa: F401  (re-exported: the NCut's graph)
-    HIGHEST, NUM_THRESHOLDS, Affinity, affinity, canonical_labels, min_max_similarity,
-    normalize_features, thresholds,
+from diffcut_jax.cut.batching import merge_vmap, sequential_vmap
+from diffcut_jax.cut.buckets import smallest_bucket
+from diffcut_jax.cut.graph import (  # noqa: F401  (re-exported: the NCut's graph)
+    HIGHEST,
+    NUM_THRESHOLDS,
+    Affinity,
+    affinity,
+    canonical_labels,
+    min_max_similarity,
+    normalize_features,
+    thresholds,
 )
-from diffcut_jax.ncut_level import recursive_ncut_level
-from diffcut_jax.spectral import fiedler_vector
+from diffcut_jax.cut.ncut_level import SMALL, recursive_ncut_level
+from diffcut_jax.cut.spectral import dense_fiedler_vector, fiedler_vector
 
 FORMULATIONS = ("auto", "stack", "level")
 
@@ -97,7 +103,10 @@ def _split_block(weights, active, size, *, subspace, max_iter, tol):
     a = weights[idx[:, None], idx[None, :]]
     a = jnp.where(valid[:, None] & valid[None, :], a, 0.0)
     d = jnp.sum(a, axis=1)
-    fied = fiedler_vector(a, valid, subspace=subspace, max_iter=max_iter, tol=tol)
+    if size <= SMALL:  # as the level formulation: small blocks go straight to `eigh`
+        fied = dense_fiedler_vector(a, valid)._replace(used_dense=jnp.asarray(False))
+    else:
+        fied = fiedler_vector(a, valid, subspace=subspace, max_iter=max_iter, tol=tol)
     y = fied.vector
     # Deterministic sign: the entry of largest magnitude is positive (first one on ties).
     y = y * jnp.where(y[jnp.argmax(jnp.abs(y))] < 0, -1.0, 1.0)

@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffcut_jax.checkpoint import CheckpointError
+from diffcut_jax.features.checkpoint import CheckpointError
 
 PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 WEIGHT_NAMES = {
@@ -187,7 +187,7 @@ class OpenCLIPFiles:
 
     def source(self):
         """The weights as a `TensorSource` (PyTorch pickles need torch, only for this)."""
-        from diffcut_jax.checkpoint import SafetensorsSource
+        from diffcut_jax.features.checkpoint import SafetensorsSource
 
         if self.weights.suffix == ".safetensors":
             return SafetensorsSource(self.weights)

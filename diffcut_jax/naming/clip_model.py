@@ -4,6 +4,7 @@
     dense = clip.dense_features(images)              # (B, H, W, 3) as given -> (B, H/32, W/32, C)
     emb = clip.segment_embeddings(dense, masks, num_segments=K)   # masks (B, H, W) in [0, K)
     tc = clip.text_classifier(["cat,cats", "dog"])   # synonyms x the 14 ViLD templates
+    tc = clip.text_classifier(names, cache_dir=cache_root() / "text_classifiers")  # kept on disk
     logits = clip.class_logits(emb, tc)              # (B, K, num_classes)
 
 This is the original's `tools/clip_classifier.py` (fc-clip's recipe), docs/algorithm.md §7:
@@ -12,7 +13,8 @@ This is the original's `tools/clip_classifier.py` (fc-clip's recipe), docs/algor
 - a segment's embedding: its mask resized nearest-exact to the dense grid, `> 0`, divided by its
   sum + 1e-8, the dense map pooled with it, then the trunk head (LayerNorm) and the projection head;
 - the text classifier: every synonym in every ViLD template, each embedding L2-normalised,
-  averaged over the templates and normalised again;
+  averaged over the templates and normalised again; the text tower runs over each prompt's
+  tokens only (length buckets, `TEXT_BUCKETS`), and a classifier can be kept on disk;
 - a class's logit: min(exp(logit_scale), 100) x the largest cosine over its synonyms.
 
 Every function is jitted once per static setting (the model's graph, `num_segments`).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,13 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffcut_jax import checkpoint as ckpt
-from diffcut_jax import hub
-from diffcut_jax.clip_tokenizer import ClipTokenizer
-from diffcut_jax.image_ops import nearest_exact_indices, resize_bilinear
+from diffcut_jax.features import checkpoint as ckpt
+from diffcut_jax.features import hub
+from diffcut_jax.io.cache import CacheEntry
+from diffcut_jax.io.image_ops import nearest_exact_indices, resize_bilinear
 from diffcut_jax.models.layers import Numerics
 from diffcut_jax.models.open_clip import IGNORE_PATTERNS, OpenCLIP, OpenCLIPConfig, OpenCLIPSource
-from diffcut_jax.vocabulary import split_synonyms
+from diffcut_jax.naming.clip_tokenizer import ClipTokenizer
+from diffcut_jax.naming.vocabulary import split_synonyms
 
 HIGHEST = jax.lax.Precision.HIGHEST
 DEFAULT_CLIP = "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup"
@@ -56,7 +60,12 @@ VILD_TEMPLATES = (
     "There is a medium {} in the scene.",
     "There is a large {} in the scene.",
 )
-_TEXT_BATCH = 128  # texts per encoder call (padded): one compiled program for any vocabulary
+_TEXT_BATCH = 128  # texts per encoder call (padded): one compiled program per length bucket
+# The text tower runs over a prompt's tokens only, rounded up to one of these lengths (and the
+# model's context): its attention is causal and the embedding is read at the end-of-text token, so
+# positions after that token change nothing. The presets' prompts have at most 16 tokens.
+TEXT_BUCKETS = (16, 32)
+CLASSIFIER_CACHE_FORMAT = 1
 
 
 @jax.tree_util.register_pytree_node_class
@@ -171,9 +180,14 @@ class ClipModel:
     """A loaded open_clip ConvNeXt CLIP: explicit parameters, jitted pure functions."""
 
     def __init__(self, graph, params, config: OpenCLIPConfig, *, normalize_input: bool = False,
-                 tokenizer: ClipTokenizer | None = None):
+                 tokenizer: ClipTokenizer | None = None, dtype=jnp.float32,
+                 weights_identity: str | None = None):
+        """`weights_identity`: what names the weights (file, size, modification time), for the
+        text classifier cache; None (weights made in memory) caches nothing."""
         self.graph, self.params, self.config = graph, params, config
         self.normalize_input = normalize_input
+        self.dtype = jnp.dtype(dtype)
+        self.weights_identity = weights_identity
         self.tokenizer = tokenizer or ClipTokenizer(config.text.max_position_embeddings)
 
     @property
@@ -222,31 +236,76 @@ class ClipModel:
         ids = np.asarray(ids, np.int32)
         if ids.ndim != 2:
             raise ValueError(f"token ids must be (n, context_length), got {ids.shape}")
-        return encode_text_fn(self.params, jnp.asarray(ids), graph=self.graph)
+        return encode_text_fn(self.params, ids, graph=self.graph)  # numpy in: no staging program
 
-    def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        """Many texts in padded batches of a fixed size (one compiled program)."""
+    def text_buckets(self) -> tuple[int, ...]:
+        """The token lengths the text tower is compiled for (one program each)."""
+        context = self.tokenizer.context_length
+        return tuple(sorted({b for b in TEXT_BUCKETS if b < context} | {context}))
+
+    def _encode_texts(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Many texts, sorted by token count into the length buckets, in padded batches of a fixed
+        size: one compiled program per bucket whatever the vocabulary."""
+        from tqdm.auto import tqdm
+
         ids = self.tokenize(texts)
-        out = []
-        for start in range(0, len(ids), _TEXT_BATCH):
-            chunk = ids[start : start + _TEXT_BATCH]
-            padded = np.zeros((_TEXT_BATCH, ids.shape[1]), np.int32)
-            padded[: len(chunk)] = chunk
-            out.append(np.asarray(self.encode_text(padded))[: len(chunk)])
-        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+        # Tokens up to and including end-of-text (the largest id, where the embedding is read).
+        lengths = np.argmax(ids, axis=1) + 1
+        out = np.zeros((len(ids), self.embed_dim), np.float32)
+        bar = tqdm(total=len(ids), desc="text classifier", unit="prompt", delay=2.0,
+                   disable=not progress, leave=False)
+        lower = 0
+        for bucket in self.text_buckets():
+            rows = np.flatnonzero((lengths > lower) & (lengths <= bucket))
+            lower = bucket
+            for start in range(0, len(rows), _TEXT_BATCH):
+                chunk = rows[start : start + _TEXT_BATCH]
+                padded = np.zeros((_TEXT_BATCH, bucket), np.int32)
+                padded[: len(chunk)] = ids[chunk, :bucket]
+                out[chunk] = np.asarray(self.encode_text(padded))[: len(chunk)]
+                bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def classifier_key(self, synonyms, templates) -> dict | None:
+        """What determines a text classifier, or None when the weights' identity is unknown."""
+        if self.weights_identity is None:
+            return None
+        leaf = jax.tree_util.tree_leaves(self.params)[0]
+        return {"format": CLASSIFIER_CACHE_FORMAT, "weights": self.weights_identity,
+                "param_dtype": str(leaf.dtype), "dtype": str(self.dtype),
+                "context": self.tokenizer.context_length, "synonyms": [list(s) for s in synonyms],
+                "templates": list(templates)}
 
     def text_classifier(self, classes: Sequence[str | Sequence[str]],
-                        templates: Sequence[str] = VILD_TEMPLATES) -> TextClassifier:
-        """Classes ("a,b,c" synonym strings, or lists of synonyms) -> the synonym classifier."""
+                        templates: Sequence[str] = VILD_TEMPLATES, *, cache_dir=None,
+                        progress: bool = False) -> TextClassifier:
+        """Classes ("a,b,c" synonym strings, or lists of synonyms) -> the synonym classifier.
+
+        `cache_dir`: a folder where classifiers are kept, keyed by the weights file, the synonyms,
+        the templates and the dtypes (`io/cache.py`); None computes it every time. `progress`: a
+        progress bar when encoding takes more than two seconds, and a line when the cache served.
+        """
         synonyms = tuple(split_synonyms(c) for c in classes)
         if not synonyms:
             raise ValueError("text_classifier: no classes")
         flat = [s for syn in synonyms for s in syn]
-        texts = [t.format(s) for s in flat for t in templates]
-        emb = self._encode_texts(texts).reshape(len(flat), len(templates), -1)
-        emb = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
-        emb = emb.mean(axis=1)
-        emb = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+        key = self.classifier_key(synonyms, templates) if cache_dir is not None else None
+        entry = CacheEntry(Path(cache_dir), key) if key is not None else None
+        stored = entry.read() if entry is not None else None
+        emb = None if stored is None else stored.get("embeddings")
+        if emb is not None and emb.shape == (len(flat), self.embed_dim):
+            if progress:
+                sys.stderr.write(f"text classifier ({len(synonyms)} classes, {len(flat)} synonyms) "
+                                 f"from the cache: {entry.path}\n")
+        else:
+            texts = [t.format(s) for s in flat for t in templates]
+            emb = self._encode_texts(texts, progress).reshape(len(flat), len(templates), -1)
+            emb = emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+            emb = emb.mean(axis=1)
+            emb = (emb / np.linalg.norm(emb, axis=-1, keepdims=True)).astype(np.float32)
+            if entry is not None:
+                entry.write({"embeddings": emb})
         owner = np.repeat(np.arange(len(synonyms)), [len(s) for s in synonyms]).astype(np.int32)
         return TextClassifier(jnp.asarray(emb, jnp.float32), jnp.asarray(owner),
                               tuple(s[0] for s in synonyms), synonyms)
@@ -275,4 +334,7 @@ def load_clip(model: str | Path = DEFAULT_CLIP, *, dtype=jnp.float32, param_dtyp
     graph, params = ckpt.load_module(
         lambda r: OpenCLIP(cfg, numerics=numerics, rngs=r), OpenCLIPSource(files.source()),
         ignore=IGNORE_PATTERNS, part=str(files.weights))
-    return ClipModel(graph, params, cfg, normalize_input=normalize_input)
+    stat = Path(files.weights).stat()
+    identity = f"{Path(files.weights).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return ClipModel(graph, params, cfg, normalize_input=normalize_input, dtype=dtype,
+                     weights_identity=identity)

@@ -23,10 +23,26 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.graph import HIGHEST
+from diffcut_jax.cut.graph import HIGHEST
 
 _PAD_EIGENVALUE = 4.0  # above the normalized Laplacian's spectrum [0, 2]: padding sorts last.
 _TINY = 1e-30
+
+
+# A region whose residual will not reach `tol` within `max_iter` iterations at the rate of its
+# last STALL_WINDOW iterations goes to the dense solver at once (after at least STALL_MIN
+# iterations), instead of iterating to the cap first: nearly uniform features (random weights)
+# give such regions by the hundred.
+STALL_WINDOW = 8
+STALL_MIN = 24
+
+
+def stalls(it, res, res_before, max_iter, tol):
+    """Whether a residual `res` at iteration `it`, `res_before` STALL_WINDOW iterations earlier,
+    is not on course to reach `tol` by `max_iter` (geometric extrapolation of the window)."""
+    rate = res / jnp.maximum(res_before, _TINY)
+    needed = STALL_WINDOW * jnp.log(tol / jnp.maximum(res, _TINY)) / jnp.log(jnp.minimum(rate, 1.0 - 1e-6))
+    return (it >= STALL_MIN) & (res > tol) & ((rate >= 1.0) | (it + needed > max_iter))
 
 
 class FiedlerResult(NamedTuple):
@@ -96,7 +112,8 @@ def fiedler_vector(
       a: symmetric non-negative affinities; padding rows/columns must be zero.
       valid: (n,) bool, the real nodes (at least two).
       subspace: subspace size (columns); should exceed the number of near-components expected.
-      max_iter: subspace iterations before falling back to a dense solve.
+      max_iter: subspace iterations before falling back to a dense solve (sooner when the
+        residual's rate shows it will not reach `tol` in time, see `stalls`).
       tol: residual ||M u - theta u|| accepted for the Ritz vector (unit u).
 
     Returns:
@@ -125,18 +142,22 @@ def fiedler_vector(
         return z, s, u, res
 
     def cond(state):
-        it, _, _, res = state
-        return (it < max_iter) & ~(res <= tol)
+        it, _, _, res, _, stalled = state
+        return (it < max_iter) & ~(res <= tol) & ~stalled
 
     def body(state):
-        it, v, _, _ = state
+        it, v, _, _, res_window, stalled = state
         z, s, u, res = ritz(v)
         # Next basis: the rotated image M V (one matvec per iteration); keeps the Ritz order.
         v_next = _orthonormalize(deflate(_mm(z, s)))
-        return it + 1, v_next, u, res
+        it = it + 1
+        at_window = it % STALL_WINDOW == 0
+        stalled = stalled | (at_window & stalls(it, res, res_window, max_iter, tol))
+        return it, v_next, u, res, jnp.where(at_window, res, res_window), stalled
 
-    init = (jnp.int32(0), v0, jnp.zeros((n,), dtype), jnp.asarray(jnp.inf, dtype))
-    iters, _, u_iter, res = jax.lax.while_loop(cond, body, init)
+    inf = jnp.asarray(jnp.inf, dtype)
+    init = (jnp.int32(0), v0, jnp.zeros((n,), dtype), inf, inf, jnp.asarray(False))
+    iters, _, u_iter, res, _, _ = jax.lax.while_loop(cond, body, init)
     converged = res <= tol
 
     u = jax.lax.cond(
@@ -193,7 +214,8 @@ def region_fiedler_vectors(
       slot: (B, N) int32, each node's region in [0, num_slots); num_slots = not in any region.
         Every region should hold more than `subspace` nodes (smaller ones: `dense_fiedler_vector`).
       subspace, max_iter, tol: as `fiedler_vector`; a region that has not converged after
-        `max_iter` iterations is reported in `converged` (the caller falls back to a dense solve).
+        `max_iter` iterations, or is not on course to (`stalls`), is reported in `converged`
+        (the caller falls back to a dense solve).
       check_every: iterations between convergence tests of the whole batch. Each test is one
         device -> host round trip on GPUs; a region's result is frozen at the iteration where it
         converged, so the value does not change the results.
@@ -236,7 +258,7 @@ def region_fiedler_vectors(
     eye = jnp.eye(b, dtype=dtype)
 
     def iteration(_, carry):
-        v, u_out, done, iters = carry
+        v, u_out, done, iters, _, res_window, gave_up = carry
         z = deflate(dm[..., None] * jnp.matmul(a, dm[..., None] * v, precision=HIGHEST))
         t = jnp.einsum("bnr,bni,bnj->brij", onehot, v, z, precision=HIGHEST)
         t = 0.5 * (t + jnp.swapaxes(t, -1, -2))
@@ -254,17 +276,27 @@ def region_fiedler_vectors(
         iters = iters + (~done).astype(jnp.int32)
         done = done | newly
         v = orthonormalize(deflate(jnp.einsum("bni,bnij->bnj", z, s_node, precision=HIGHEST)))
-        return v, u_out, done, iters
+        return v, u_out, done, iters, res, res_window, gave_up
 
     def cond(carry):
-        _, _, done, iters = carry
+        done, iters = carry[2], carry[3]
         return jnp.any(~done) & (jnp.max(iters) < max_iter)
 
     def chunk(carry):
-        return jax.lax.fori_loop(0, check_every, iteration, carry, unroll=True)
+        carry = jax.lax.fori_loop(0, check_every, iteration, carry, unroll=True)
+        v, u_out, done, iters, res, res_window, gave_up = carry
+        # A region whose residual is not on course for `tol` by `max_iter` gives up now and goes
+        # to the dense solver (reported as not converged), rather than iterating to the cap.
+        it = jnp.max(iters)
+        at_window = it % STALL_WINDOW < check_every
+        stalled = at_window & ~done & stalls(it, res, res_window, max_iter, tol)
+        res_window = jnp.where(at_window, res, res_window)
+        return v, u_out, done | stalled, iters, res, res_window, gave_up | stalled
 
-    init = (v, jnp.zeros((bsz, n), dtype), ~present, jnp.zeros((bsz, r), jnp.int32))
-    _, u, done, iters = jax.lax.while_loop(cond, chunk, init)
-    done = done & present
+    inf = jnp.full((bsz, r), jnp.inf, dtype)
+    init = (v, jnp.zeros((bsz, n), dtype), ~present, jnp.zeros((bsz, r), jnp.int32), inf, inf,
+            jnp.zeros((bsz, r), bool))
+    _, u, done, iters, _, _, gave_up = jax.lax.while_loop(cond, chunk, init)
+    done = done & present & ~gave_up
     y = jnp.where(at(done), dm * u, 0.0)
     return RegionFiedlerResult(y, done, iters)

@@ -6,9 +6,9 @@ interpolation matrices (one per axis), which also makes it cheap to apply to man
 """
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
@@ -42,3 +42,15 @@ def nearest_exact_indices(in_size: int, out_size: int) -> np.ndarray:
     """Source indices of torch's `nearest-exact`: floor((i + 0.5) * in / out)."""
     idx = np.floor((np.arange(out_size) + 0.5) * (in_size / out_size)).astype(np.int64)
     return np.minimum(idx, in_size - 1)
+
+
+def working_size(height: int, width: int, image_size: int, square: bool) -> tuple[int, int]:
+    """Long side -> image_size, aspect kept, both sides rounded to multiples of 32 (at least 32)."""
+    if square:
+        return image_size, image_size
+    scale = image_size / max(height, width)
+
+    def r(x):
+        return max(32, int(round(x * scale / 32)) * 32)
+
+    return (image_size, r(width)) if height >= width else (r(height), image_size)

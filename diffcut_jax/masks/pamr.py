@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffcut_jax.batching import merge_vmap
-from diffcut_jax.image_ops import resize_bilinear
-from diffcut_jax.label_blocks import blockwise_argmax, labels_per_block
+from diffcut_jax.cut.batching import merge_vmap
+from diffcut_jax.io.image_ops import resize_bilinear
+from diffcut_jax.masks.label_blocks import blockwise_argmax, labels_per_block
 
 _OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
 

@@ -10,8 +10,9 @@ step takes up to `slots` pending regions of every image of the batch at once:
     iteration, all together (`spectral.region_fiedler_vectors`, one convergence test per
     `check_every` iterations for the whole batch); smaller ones are gathered into
     (SMALL x SMALL) blocks and solved by a batched dense `eigh`;
-  * a region not converged after `max_iter` iterations gets the dense solve (one per image and
-    step, the others wait for the next step);
+  * regions not converged after `max_iter` iterations, or not on course to (`spectral.stalls`),
+    are all solved densely in the same step, each compacted into a block of the smallest size
+    bucket that holds it (`dense_buckets`; one condition per bucket present);
   * the 100 cut values of every region come from one (B, N, N) x (N, 101) product.
 
 A region's decision depends only on its own nodes, so the order of visits does not change the
@@ -26,17 +27,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax import spectral
-from diffcut_jax.graph import HIGHEST, NUM_THRESHOLDS, affinity, thresholds
-from diffcut_jax.spectral import per_node, segment_sum
+from diffcut_jax.cut import spectral
+from diffcut_jax.cut.graph import HIGHEST, NUM_THRESHOLDS, affinity, thresholds
+from diffcut_jax.cut.spectral import per_node, segment_sum
 
 SMALL = 32  # regions up to this many active nodes are solved densely
-
-
-def _first_index(mask: jnp.ndarray) -> jnp.ndarray:
-    """Index of the first True along the last axis (its length if none)."""
-    n = mask.shape[-1]
-    return jnp.min(jnp.where(mask, jnp.arange(n), n), axis=-1)
 
 
 class LevelState(NamedTuple):
@@ -49,25 +44,64 @@ class LevelState(NamedTuple):
     step: jnp.ndarray  # int32
 
 
-def _small_fiedler(weights, part, small, num_slots):
-    """Fiedler vectors of the regions flagged `small`, each gathered into a (SMALL, SMALL) block."""
+def _blocked_fiedler(weights, part, flagged, num_slots, size, most):
+    """Dense Fiedler vectors of the regions flagged (B, R), the first `most` of each image
+    gathered into (size, size) blocks (each must hold at most `size` active nodes): the vector
+    on their nodes (zero elsewhere), and per slot whether it is finite (True where not flagged)."""
     n = weights.shape[-1]
-    size = min(SMALL, n)
+    size = min(size, n)
 
-    def one_image(w, part_i, small_i):
-        def one_slot(s, is_small):
-            sel = (part_i == s) & is_small
+    def one_image(w, part_i, flagged_i):
+        slots = jnp.nonzero(flagged_i, size=most, fill_value=num_slots)[0]
+
+        def one_block(s):
+            sel = (part_i == s) & (s < num_slots)
             idx = jnp.nonzero(sel, size=size, fill_value=0)[0]
             valid = jnp.arange(size) < jnp.sum(sel)
             blk = jnp.where(valid[:, None] & valid[None, :], w[idx[:, None], idx[None, :]], 0.0)
             res = spectral.dense_fiedler_vector(blk, valid)
-            return idx, jnp.where(valid, res.vector, 0.0), res.ok | ~is_small
+            return idx, jnp.where(valid, res.vector, 0.0), res.ok
 
-        idx, y, ok = jax.vmap(one_slot)(jnp.arange(num_slots), small_i)
+        idx, y, ok = jax.vmap(one_block)(slots)
         # Each node is in at most one block; padding adds exact zeros.
-        return jnp.zeros((n,), w.dtype).at[idx.reshape(-1)].add(y.reshape(-1)), ok
+        y = jnp.zeros((n,), w.dtype).at[idx.reshape(-1)].add(y.reshape(-1))
+        ok_slot = jnp.ones((num_slots + 1,), bool).at[slots].set(ok)[:num_slots]
+        return y, ok_slot | ~flagged_i
 
-    return jax.vmap(one_image)(weights, part, small)
+    return jax.vmap(one_image)(weights, part, flagged)
+
+
+def dense_buckets(n: int, slots: int) -> tuple[tuple[int, int, int], ...]:
+    """(lower, size, count): regions of more than `lower` and at most `size` active nodes go to
+    (size x size) blocks, at most `count` of them per image: the most that fit in n nodes, and in
+    the step's slots. Sizes double from 2 SMALL up to n."""
+    out, lower = [], SMALL
+    while lower < n:
+        size = min(2 * lower, n)
+        out.append((lower, size, min(slots, n // (lower + 1))))
+        lower = size
+    return tuple(out)
+
+
+def _dense_fallback(weights, part, unconverged, count, num_slots):
+    """Every unconverged region of the step, solved densely at once: compacted into blocks of
+    the smallest bucket that holds it. One condition per bucket (and one for all), so a step
+    without failures pays nothing and one with failures pays for the sizes it has."""
+    bsz, n = part.shape
+    zeros = (jnp.zeros((bsz, n), weights.dtype), jnp.ones((bsz, num_slots), bool))
+
+    def all_buckets(_):
+        y, ok = zeros
+        for lower, size, most in dense_buckets(n, num_slots):
+            here = unconverged & (count > lower) & (count <= size)
+            y_b, ok_b = jax.lax.cond(
+                jnp.any(here),
+                lambda h, s=size, m=most: _blocked_fiedler(weights, part, h, num_slots, s, m),
+                lambda h: zeros, here)
+            y, ok = y + y_b, ok & ok_b
+        return y, ok
+
+    return jax.lax.cond(jnp.any(unconverged), all_buckets, lambda _: zeros, None)
 
 
 def _cut_values(a, y, part, onehot, num_slots):
@@ -115,29 +149,16 @@ def _step(state: LevelState, weights, zero_rows, finite, tau, *, slots, subspace
 
     small = can_split & (count <= SMALL)
     large = can_split & ~small
-    y_small, ok_small = _small_fiedler(weights, part, small, r)
+    y_small, ok_small = _blocked_fiedler(weights, part, small, r, SMALL, r)
     in_large = per_node(large, part)
     big = spectral.region_fiedler_vectors(
         jnp.where(in_large[..., None], a, 0.0), jnp.where(in_large, part, r), r,
         subspace=subspace, max_iter=max_iter, tol=tol, check_every=check_every)
+    # Regions whose subspace iteration did not converge (or gave up early): all solved densely
+    # in this step, together, in blocks of their size.
     unconverged = large & ~big.converged
-    # The dense solve for the first unconverged region of each image; the others wait.
-    first = _first_index(unconverged)  # (B,), r if none
-    use_dense = first < r
-
-    def dense(_):
-        sel = (part == first[:, None]) & use_dense[:, None]
-        blk = jnp.where(sel[:, :, None] & sel[:, None, :], a, 0.0)
-        res = jax.vmap(spectral.dense_fiedler_vector)(blk, sel)
-        return jnp.where(sel, res.vector, 0.0), res.ok
-
-    y_dense, ok_dense = jax.lax.cond(
-        jnp.any(use_dense), dense,
-        lambda _: (jnp.zeros((bsz, n), weights.dtype), jnp.ones((bsz,), bool)), None)
-    slot_ids = jnp.arange(r)
-    is_dense = slot_ids == first[:, None]
-    waiting = unconverged & ~is_dense
-    ok = jnp.where(small, ok_small, True) & jnp.where(is_dense, ok_dense[:, None], True)
+    y_dense, ok_dense = _dense_fallback(weights, part, unconverged, count, r)
+    ok = jnp.where(small, ok_small, True) & ok_dense
     y = y_small + big.vector + y_dense
 
     # Deterministic sign per region: its entry of largest magnitude is positive (first on ties).
@@ -149,25 +170,19 @@ def _step(state: LevelState, weights, zero_rows, finite, tau, *, slots, subspace
         at_top, part)[:, :r]
     y_top = jnp.take_along_axis(y, jnp.minimum(first_top, n - 1), axis=1)
     y = y * per_node(jnp.where(y_top < 0, -1.0, 1.0), part)
-    # Regions waiting for their dense solve take no part in this step's cuts.
-    part = jnp.where(per_node(waiting, part), r, part)
-    onehot = onehot * (part < r)[..., None]
-    a = jnp.where((part < r)[:, :, None], a, 0.0)
-
     ncut, bins, ymin = _cut_values(a, y, part, onehot, r)
     best = jnp.argmin(jnp.where(jnp.isnan(ncut), jnp.inf, ncut), axis=-1)  # (B, R)
     best_value = jnp.take_along_axis(ncut, best[..., None], axis=-1)[..., 0]
     nan_stop = jnp.isnan(ncut[..., 0]) | (ymin > 0)
     proper = ok & ~nan_stop & jnp.isfinite(best_value)
-    evaluated = can_split & ~waiting
-    accept = evaluated & proper & (best_value < tau[:, None])
+    accept = can_split & proper & (best_value < tau[:, None])
 
     new_id = state.num_regions[:, None] + jnp.cumsum(accept, axis=1) - 1  # (B, R)
     inside = (part < r) & (bins > per_node(best, part))
     move = (node_slot < r) & per_node(accept, node_slot) & ~inside
     region = jnp.where(move, per_node(new_id, node_slot), state.region)
 
-    visited_slots = selected & ~per_node(waiting, slot_of_region)  # over region ids
+    visited_slots = selected  # over region ids
     pending = state.pending & ~visited_slots
     reopen = jnp.where(accept, region_of_slot, n)
     pending = jax.vmap(lambda p, i, j: p.at[i].set(True, mode="drop").at[j].set(True, mode="drop"))(
@@ -179,7 +194,7 @@ def _step(state: LevelState, weights, zero_rows, finite, tau, *, slots, subspace
         num_regions=state.num_regions + n_accept,
         num_splits=state.num_splits + n_accept,
         visited=state.visited + jnp.sum(visited_slots, axis=1).astype(jnp.int32),
-        dense=state.dense + use_dense.astype(jnp.int32),
+        dense=state.dense + jnp.sum(unconverged, axis=1).astype(jnp.int32),
         step=state.step + 1,
     )
 

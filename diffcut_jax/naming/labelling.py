@@ -15,29 +15,43 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffcut_jax.clip_model import (ClipModel, TextClassifier, class_logits, dense_map,
-                                    embed_segments, load_clip)
-from diffcut_jax.segmentation import _option, working_size
-from diffcut_jax.vocabulary import Vocabulary, parse_vocabulary
+from diffcut_jax.io.cache import cache_root
+from diffcut_jax.io.image_ops import working_size
+from diffcut_jax.naming.clip_model import (
+    ClipModel,
+    TextClassifier,
+    class_logits,
+    dense_map,
+    embed_segments,
+    load_clip,
+)
+from diffcut_jax.naming.vocabulary import Vocabulary, parse_vocabulary
+from diffcut_jax.options import option
+
+
+def text_cache_dir() -> Path:
+    """Where `Labeller` keeps text classifiers by default."""
+    return cache_root() / "text_classifiers"
 
 
 @dataclass(frozen=True)
 class LabelOptions:
     """Every labelling option, declared once (command flags and configs are built from these)."""
 
-    vocabulary: str = _option("", "Name the segments: a preset (voc20, context59, coco_object), "
+    vocabulary: str = option("", "Name the segments: a preset (voc20, context59, coco_object), "
                                   "a file (one class per line) or 'cat,kitty;dog;grass' (';' "
                                   "between classes, ',' between synonyms). Empty: no labelling.")
-    clip_image_size: int = _option(0, "Long side of the image CLIP sees (a multiple of 32); 0: the "
+    clip_image_size: int = option(0, "Long side of the image CLIP sees (a multiple of 32); 0: the "
                                       "segmenter's working size. The original: 1024 (2048 for "
                                       "COCO-Object).")
-    clip_normalize: bool = _option(False, "Give CLIP mean/std-normalised pixels (the original "
+    clip_normalize: bool = option(False, "Give CLIP mean/std-normalised pixels (the original "
                                           "gives it [0, 1] pixels).")
 
     def __post_init__(self):
@@ -105,20 +119,29 @@ class Labeller:
     their segment maps."""
 
     def __init__(self, clip: ClipModel, vocabulary: str | Vocabulary, *, image_size: int = 1024,
-                 square: bool = False, normalize_input: bool | None = None):
+                 square: bool = False, normalize_input: bool | None = None,
+                 cache: bool | str | Path = True, progress: bool = False):
+        """`cache`: keep the vocabulary's text classifier on disk, keyed by the CLIP weights file,
+        the synonyms, the templates and the dtypes: True under `cache_root()/text_classifiers`,
+        a folder, or False to compute it every time. `progress`: show the encoding's progress
+        (when it takes more than two seconds) and say when the cache served it."""
         if image_size < 32 or image_size % 32:
             raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
         self.clip = clip
         self.vocabulary = parse_vocabulary(vocabulary)
         self.image_size, self.square = int(image_size), bool(square)
         self.normalize_input = clip.normalize_input if normalize_input is None else normalize_input
-        self.classifier = clip.text_classifier(self.vocabulary.entries)
+        folder = text_cache_dir() if cache is True else (Path(cache) if cache else None)
+        self.classifier = clip.text_classifier(self.vocabulary.entries, cache_dir=folder,
+                                               progress=progress)
 
     @classmethod
     def from_pretrained(cls, clip_model, vocabulary, *, dtype=jnp.float32, image_size: int = 1024,
-                        square: bool = False, normalize_input: bool = False) -> "Labeller":
+                        square: bool = False, normalize_input: bool = False,
+                        cache: bool | str | Path = True, progress: bool = False) -> "Labeller":
         clip = load_clip(clip_model, dtype=dtype, normalize_input=normalize_input)
-        return cls(clip, vocabulary, image_size=image_size, square=square)
+        return cls(clip, vocabulary, image_size=image_size, square=square, cache=cache,
+                   progress=progress)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -17,10 +17,10 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.batching import merge_vmap
-from diffcut_jax.image_ops import bilinear_matrix
-from diffcut_jax.label_blocks import blockwise_argmax, labels_per_block
-from diffcut_jax.ncut import normalize_features
+from diffcut_jax.cut.batching import merge_vmap
+from diffcut_jax.cut.ncut import normalize_features
+from diffcut_jax.io.image_ops import bilinear_matrix
+from diffcut_jax.masks.label_blocks import blockwise_argmax, labels_per_block
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

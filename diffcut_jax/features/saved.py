@@ -21,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
 
-from diffcut_jax import checkpoint as ckpt
+from diffcut_jax.features import checkpoint as ckpt
 
 FORMAT = 1
 MANIFEST = "diffcut_jax.json"
@@ -54,7 +55,7 @@ def save_extractor(extractor, directory: str | Path) -> Path:
     """Write the extractor's converted parameters and configs to `directory` (created)."""
     from safetensors.flax import save_file
 
-    from diffcut_jax.imageio import atomic_write
+    from diffcut_jax.io.imageio import atomic_write
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -123,12 +124,23 @@ class _Tensors:
         return self._file.get_tensor(key)
 
 
-def load_extractor(directory: str | Path, *, dtype=None, param_dtype=None, vae_dtype=jnp.float32,
-                   vae_precision: str = "torch", timestep: int = 50, image_size=1024,
-                   seed: int = 0, prompt: str | None = None, attention: str = "auto"):
-    """The extractor of a saved directory (arguments as `extractor.load_extractor`)."""
-    from diffcut_jax.extractor import (DiffusionFeatureExtractor, _size, default_dtype,
-                                       schedule_from_config)
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """What a saved directory holds, built and filled: the extractor is made from it by
+    `extractor.load_extractor` (which owns the extractor; this module only reads and writes)."""
+
+    unet_graph: Any
+    vae_graph: Any
+    params: dict
+    unet_config: Any
+    vae_config: Any
+    manifest: dict
+
+
+def load(directory: str | Path, *, dtype, param_dtype=None, vae_dtype=jnp.float32,
+         vae_precision: str = "torch", prompt: str | None = None, attention: str = "auto") -> Loaded:
+    """The modules and parameters of a saved directory (arguments as `extractor.load_extractor`;
+    `dtype` is the UNet compute dtype, already resolved)."""
     from diffcut_jax.models import unet, vae
     from diffcut_jax.models.layers import Numerics
 
@@ -145,7 +157,6 @@ def load_extractor(directory: str | Path, *, dtype=None, param_dtype=None, vae_d
                          f"encoders are not saved, so it cannot encode prompt {prompt!r}")
     ucfg = _config(unet.UNetConfig, manifest["unet_config"])
     vcfg = _config(vae.VAEConfig, manifest["vae_config"])
-    dtype = dtype or default_dtype()
     tensors = _Tensors(directory / WEIGHTS)
 
     # Parameters keep the file's dtype unless asked for another.
@@ -170,10 +181,5 @@ def load_extractor(directory: str | Path, *, dtype=None, param_dtype=None, vae_d
                                    "for SDXL-family UNets")
     ckpt.raise_if_unfit(f"{tensors.path}: saved parameters", (), (),
                         unexpected=set(tensors.shape) - tensors.used)
-    return DiffusionFeatureExtractor(
-        unet_graph=unet_graph, vae_graph=vae_graph, params=params, unet_config=ucfg,
-        vae_config=vcfg, size=_size(image_size), timestep=timestep,
-        schedule=schedule_from_config(manifest.get("scheduler", {}), timestep), seed=seed,
-        provenance={"model": manifest.get("source_model"), "prompt": manifest.get("prompt"),
-                    "scheduler": manifest.get("scheduler", {}), "saved": str(directory)})
-
+    return Loaded(unet_graph=unet_graph, vae_graph=vae_graph, params=params, unet_config=ucfg,
+                  vae_config=vcfg, manifest=manifest)

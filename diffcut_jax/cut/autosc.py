@@ -15,12 +15,14 @@ from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 
-from diffcut_jax.labels import consecutive
-from diffcut_jax.graph import HIGHEST, min_max_similarity
+from diffcut_jax.cut.graph import HIGHEST, min_max_similarity
+from diffcut_jax.cut.labels import consecutive
 
 DEFAULT_ALPHAS = (1.0, 5.0, 10.0, 15.0)
+# At most this many clusters: the clustering's arrays are (N, K) and (K, K), not (N, N). The
+# eigengap's argmax lies far below it except on degenerate maps (docs/differences.md).
+MAX_CLUSTERS = 128
 
 
 class Spectrum(NamedTuple):
@@ -41,15 +43,45 @@ def eigengap_scores(eigenvalues: jnp.ndarray) -> jnp.ndarray:
     return (eigenvalues - cummean) / (cummean + 1e-6)
 
 
-def cluster_qr(vectors: jnp.ndarray, k) -> jnp.ndarray:
-    """Damle et al.'s CPQR clustering of the first k columns of `vectors` (N, M); k may be traced."""
+def qr_pivots(v: jnp.ndarray, k) -> jnp.ndarray:
+    """The first k pivots of the column-pivoted QR of v^T, v (N, K) with columns >= k zero:
+    (K,) int32 row indices of v, the first k valid; k may be traced.
+
+    Greedy Gram-Schmidt with column pivoting: take the row of v with the largest remaining norm
+    (the first on ties), remove its direction from every row, k times. This is the pivot order of
+    LAPACK's geqp3 in exact arithmetic, in plain jnp: it lowers everywhere (geqp3 has no TPU
+    lowering and runs on the host on CUDA) and loops k times, not N.
+    """
+    n, kmax = v.shape
+
+    def step(j, state):
+        r, piv, taken = state
+        norms = jnp.where(taken, -1.0, jnp.sum(r * r, axis=1))
+        p = jnp.argmax(norms)
+        q = r[p] / jnp.maximum(jnp.linalg.norm(r[p]), 1e-30)
+        r = r - jnp.outer(jnp.matmul(r, q, precision=HIGHEST), q)
+        return r, piv.at[j].set(p.astype(jnp.int32)), taken.at[p].set(True)
+
+    state = (v, jnp.zeros((kmax,), jnp.int32), jnp.zeros((n,), bool))
+    return jax.lax.fori_loop(0, k, step, state)[1]
+
+
+def cluster_qr(vectors: jnp.ndarray, k, max_clusters: int = MAX_CLUSTERS) -> jnp.ndarray:
+    """Damle et al.'s CPQR clustering of the first k columns of `vectors` (N, M); k may be traced
+    (at most `max_clusters`, a static bound that keeps every array k-sized, not N-sized).
+
+    The pivots' k x k block B = V[piv[:k], :k]: U, _, Vt = svd(B^T), labels = argmax_j |V U Vt|.
+    B^T is embedded in a (K, K) matrix with the identity on the padding, whose polar factor is
+    that of B^T with the identity beside it, so the padding changes nothing.
+    """
     n, m = vectors.shape
-    cols = jnp.arange(m) < k
-    v = jnp.where(cols[None, :], vectors, 0.0)
-    _, _, piv = jsl.qr(v.T, pivoting=True, mode="economic")
-    rows = v[piv]  # the first k rows are the chosen pivots
-    sel = jnp.where((jnp.arange(rows.shape[0]) < k)[:, None], rows, 0.0)
-    u, _, vt = jnp.linalg.svd(sel.T)
+    kmax = min(max_clusters, m)
+    k = jnp.minimum(k, kmax)
+    cols = jnp.arange(kmax) < k
+    v = jnp.where(cols[None, :], vectors[:, :kmax], 0.0)
+    piv = qr_pivots(v, k)
+    block = jnp.where(cols[:, None], v[piv], 0.0).T + jnp.diag((~cols).astype(v.dtype))
+    u, _, vt = jnp.linalg.svd(block)
     scores = jnp.abs(jnp.matmul(v, jnp.matmul(u, vt, precision=HIGHEST), precision=HIGHEST))
     scores = jnp.where(cols[None, :], scores, -1.0)
     return jnp.argmax(scores, axis=1).astype(jnp.int32)
@@ -63,7 +95,7 @@ def _autosc_single(features, alphas, use_chosen_alpha, return_info):
     best = jnp.stack([jnp.max(eigengap_scores(s.eigenvalues)) for s in spectra])
     which = jnp.argmax(best)
     k_all = jnp.stack([jnp.argmax(eigengap_scores(s.eigenvalues)) for s in spectra])
-    k = jnp.maximum(k_all[which], 1)
+    k = jnp.minimum(jnp.maximum(k_all[which], 1), MAX_CLUSTERS)
     if use_chosen_alpha:
         vectors = jnp.stack([s.vectors for s in spectra])[which]
     else:

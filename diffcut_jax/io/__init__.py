@@ -1,0 +1,6 @@
+"""Images and results in and out, used by every stage; imports nothing else of the package.
+
+- `imageio`: image decoding, label and overlay PNGs, atomic writes.
+- `image_ops`: resizing with PyTorch's conventions, and the working size of an input.
+- `coco_output`: segments as COCO RLE results (`segment --format coco`).
+"""

@@ -45,8 +45,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--refinement", action="store_true")
     ap.add_argument("--benchmark", default="voc20", choices=("voc20", "cityscapes"),
-                    help="cityscapes: a background dataset, where refinement adds a second device "
-                         "step per batch after the host's merge")
+                    help="voc20 has a background class: with --refinement each batch takes a "
+                         "second device step after the host's background merge; cityscapes has "
+                         "none (one step)")
     ap.add_argument("--checkpoint_every", type=int, default=1)
     args = ap.parse_args()
 

@@ -3,4 +3,5 @@
 - `imageio`: image decoding, label and overlay PNGs, atomic writes.
 - `image_ops`: resizing with PyTorch's conventions, and the working size of an input.
 - `coco_output`: segments as COCO RLE results (`segment --format coco`).
+- `cache`: the user's cache root and checked, atomically written entries (text classifiers).
 """

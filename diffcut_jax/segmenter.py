@@ -1,14 +1,17 @@
-"""The segmenter: images in, segment labels out, one jitted function per (batch, size, options).
+"""The segmenter: images in, segment labels out, one jitted program per (batch, working size,
+options), whatever the input sizes.
 
     seg = DiffCut.from_pretrained("segmind/SSD-1B", tau=0.5, alpha=10, refinement=True)
     labels = seg(images)                     # (B, H, W, 3) in [0, 1] -> (B, H, W) int32
     results = seg.segment_files(paths)       # decode, run, per-file results
 
-The batch path (`segmentation.segment_images`: resize to the working size, features, NCut or
-AutoSC, concept assignment at the working size, optional PAMR refinement, relabelling, nearest
-resize to the output size) is one jitted function of `(params, images, noise, tau, alpha)`,
-cached by the static options (`segmentation.segment_fn`): tau and alpha are traced, so
-`with_options(tau=...)` and a changed alpha do not recompile.
+The batch path: a small program resizes the images to the working size
+(`image_ops.resize_images`); the heavy one (`segmentation.segment_images`: features, NCut or
+AutoSC, concept assignment at the working size, optional PAMR refinement, relabelling) is one
+jitted function of `(params, images, noise, tau, alpha)` cached by the working size and the
+static options (`segmentation.segment_fn`); a small program nearest-resizes the labels to the
+output size. tau and alpha are traced, so `with_options(tau=...)` and a changed alpha do not
+recompile.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffcut_jax.features.extractor import DiffusionFeatureExtractor, load_extractor
-from diffcut_jax.io.image_ops import working_size
+from diffcut_jax.io.image_ops import resize_images, resize_labels_nearest, working_size
 from diffcut_jax.io.imageio import ImageReadError, read_rgb
 from diffcut_jax.segmentation import (
     FeatureModel,
@@ -136,9 +139,14 @@ class DiffCut:
         h, w = images.shape[1:3]
         size = self.working_size(h, w)
         out = tuple(int(s) for s in output_size) if output_size is not None else (h, w)
-        fn = self.compiled(size, out)
-        labels = fn(self.extractor.params, images, self.extractor.noise_for(size),
-                    jnp.float32(self.options.tau), jnp.float32(self.options.alpha))
+        # The heavy program (features, NCut, assignment, PAMR) is keyed by the batch and the
+        # working size only; resizing in and out are small programs of their own, so inputs of
+        # many sizes that share a working size compile it once.
+        fn = self.compiled(size, size)
+        labels = fn(self.extractor.params, resize_images(images, size),
+                    self.extractor.noise_for(size), jnp.float32(self.options.tau),
+                    jnp.float32(self.options.alpha))
+        labels = resize_labels_nearest(labels, out)
         return labels[0] if single else labels
 
     def segment_files(self, paths: Iterable[str | Path], *, batch_size: int = 1,

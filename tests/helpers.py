@@ -43,11 +43,15 @@ class CompileCounter:
 
     def __init__(self):
         self.count = 0
+        self.by_name: dict[str, int] = {}  # per jitted function's name
+        self.seconds: dict[str, float] = {}
 
     def _listener(self, event, duration, **kwargs):
-        del duration, kwargs
         if event == self.EVENT:
             self.count += 1
+            name = kwargs.get("fun_name", "?")
+            self.by_name[name] = self.by_name.get(name, 0) + 1
+            self.seconds[name] = self.seconds.get(name, 0.0) + duration
 
     def __enter__(self):
         import jax.monitoring

@@ -355,3 +355,41 @@ def test_offline_default_clip_model_says_how_to_download(tiny_root, tmp_path):
     assert "--clip_model" in res.stderr
     # Found missing before the diffusion model loads, and without hub retries.
     assert "model loaded" not in res.stderr and "Retrying" not in res.stderr
+
+
+# 12 input sizes, 3 working sizes at image_size 64: (64, 64), (32, 64) and (64, 32).
+MIXED_SIZES = [(60, 64), (62, 64), (63, 64), (64, 64), (30, 64), (28, 64), (34, 64), (36, 64),
+               (64, 30), (64, 25), (64, 36), (64, 38)]
+
+
+@pytest.mark.slow
+def test_the_heavy_program_compiles_once_per_working_size(seg, tiny_root, tmp_path, compile_counter):
+    """Inputs of 12 sizes sharing 3 working sizes compile the heavy program (features, NCut,
+    assignment) 3 times, through `seg(image)`, `segment_files` and the `segment` command; the
+    resizes in and out are small programs of their own."""
+    assert {working_size(h, w, SIZE, False) for h, w in MIXED_SIZES} == {(64, 64), (32, 64), (64, 32)}
+    rng = np.random.default_rng(0)
+    images = [rng.random((h, w, 3), dtype=np.float32) for h, w in MIXED_SIZES]
+    fresh = seg.with_options(pamr_num_iter=2)  # a static setting no other test compiled
+    for image in images:
+        assert fresh(image).shape == image.shape[:2]
+    assert compile_counter.by_name["jit(segment_images)"] == 3, compile_counter.by_name
+    small = {k: v for k, v in compile_counter.seconds.items() if "_resize_with" in k or "_gather_with" in k}
+    assert small and max(small.values()) / 12 < compile_counter.seconds["jit(segment_images)"] / 3
+
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"im{i:02d}.png")
+        Image.fromarray((image * 255).astype(np.uint8)).save(paths[-1])
+    refined = fresh.with_options(refinement=True)  # another static setting: its own programs
+    before = compile_counter.by_name["jit(segment_images)"]
+    results = refined.segment_files(paths)
+    assert all(r.ok and r.labels.shape == im.shape[:2] for r, im in zip(results, images))
+    assert compile_counter.by_name["jit(segment_images)"] - before == 3
+
+    env = dict(_env(), JAX_LOG_COMPILES="1")
+    res = _run(["--model", str(tiny_root), "--image_size", str(SIZE),
+                "--tau", "0.99", "--alpha", "1.0", "--output_dir", str(tmp_path / "out"),
+                "--compilation_cache_dir=", *map(str, paths)], env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("Finished XLA compilation of jit(segment_images)") == 3, res.stderr[-3000:]

@@ -38,6 +38,39 @@ def resize_bilinear(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
     return jnp.einsum("pw,owc->opc", rx, x, precision=jax.lax.Precision.HIGHEST)
 
 
+@jax.jit
+def _resize_with(images, ry, rx):
+    x = jnp.einsum("oh,bhwc->bowc", ry, images.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("pw,bowc->bopc", rx, x, precision=jax.lax.Precision.HIGHEST)
+
+
+def resize_images(images, size: tuple[int, int]) -> jnp.ndarray:
+    """(B, H, W, C) -> (B, *size, C) float32, as `resize_bilinear` per image, in a small program
+    of its own: the interpolation matrices are arguments, not constants, so a 3000 x 4000 photo
+    adds no 25 MB to any program, and the heavy programs after it are keyed by the working size
+    alone, not by every input size."""
+    images = jnp.asarray(images)
+    h, w = images.shape[1:3]
+    if (h, w) == tuple(size):
+        return images.astype(jnp.float32)
+    return _resize_with(images, bilinear_matrix(h, size[0]), bilinear_matrix(w, size[1]))
+
+
+@jax.jit
+def _gather_with(labels, rows, cols):
+    return labels[:, rows][:, :, cols]
+
+
+def resize_labels_nearest(labels, size: tuple[int, int]) -> jnp.ndarray:
+    """(B, h, w) labels -> (B, *size), torch's `nearest-exact`, in a small program of its own
+    (the indices are arguments)."""
+    labels = jnp.asarray(labels)
+    if labels.shape[1:3] == tuple(size):
+        return labels
+    return _gather_with(labels, nearest_exact_indices(labels.shape[1], size[0]).astype(np.int32),
+                        nearest_exact_indices(labels.shape[2], size[1]).astype(np.int32))
+
+
 def nearest_exact_indices(in_size: int, out_size: int) -> np.ndarray:
     """Source indices of torch's `nearest-exact`: floor((i + 0.5) * in / out)."""
     idx = np.floor((np.arange(out_size) + 0.5) * (in_size / out_size)).astype(np.int64)

@@ -288,3 +288,17 @@ def test_random_open_clip_writer_tiny_and_full_size(tmp_path):
     assert named.class_map.shape == (1, 64, 64) and len(named.segments(0)) == 4
     with pytest.raises(ValueError, match="not a CLIP preset"):
         write_random_open_clip(tmp_path / "x", "ssd-1b")
+
+
+def test_labeller_runs_the_clip_trunk_once_per_clip_working_size(tiny_clip, compile_counter):
+    """Inputs of 12 sizes sharing 3 CLIP working sizes compile the trunk program 3 times (the
+    resizes, the heads and the per-pixel map are small or host work)."""
+    from tests.test_segmenter import MIXED_SIZES
+
+    # normalize_input: a static setting no other test compiled (the jit caches are per process).
+    lab = Labeller(tiny_clip, "cat;dog;sky", image_size=64, normalize_input=True)
+    rng = np.random.default_rng(0)
+    for h, w in MIXED_SIZES:
+        named = lab(rng.random((h, w, 3), dtype=np.float32), rng.integers(0, 5, (h, w)))
+        assert named.class_map.shape == (1, h, w) and named.segment_pixels.sum() == h * w
+    assert compile_counter.by_name["jit(dense_features_fn)"] == 3, compile_counter.by_name

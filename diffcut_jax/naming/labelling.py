@@ -23,11 +23,12 @@ import numpy as np
 from flax import nnx
 
 from diffcut_jax.io.cache import cache_root
-from diffcut_jax.io.image_ops import working_size
+from diffcut_jax.io.image_ops import resize_images, resize_labels_nearest, working_size
 from diffcut_jax.naming.clip_model import (
     ClipModel,
     TextClassifier,
     class_logits,
+    dense_features_fn,
     dense_map,
     embed_segments,
     load_clip,
@@ -185,9 +186,29 @@ class Labeller:
             raise ValueError(f"masks must hold integer segment ids, got {masks.dtype}")
         if num_segments is None:  # powers of two: few compiled programs over many images
             num_segments = max(8, 1 << int(max(int(masks.max()), 0)).bit_length())
+        # Steps keyed so that inputs of many sizes share the heavy program: the CLIP trunk runs
+        # once per (batch, CLIP working size); resizing the images in and the masks down to the
+        # dense grid are small programs, the heads and the classifier a light one per grid and
+        # capacity, and the per-pixel map is a host gather.
         size = self.working_size(*images.shape[1:3])
-        out = self.step(num_segments, size)(self.clip.params, jnp.asarray(images, jnp.float32),
-                                            jnp.asarray(masks, jnp.int32), self.classifier,
-                                            self.clip.logit_scale)
-        class_map, seg_class, score, pixels = (np.asarray(x) for x in out)
-        return Labelling(self.names, class_map, seg_class, score, pixels)
+        dense = dense_features_fn(self.clip.params, resize_images(images, size), graph=self.clip.graph,
+                                  normalize=self.clip.normalization(self.normalize_input))
+        grid = resize_labels_nearest(jnp.asarray(masks, jnp.int32), dense.shape[1:3])
+        seg_class, score = (np.asarray(x) for x in _named_fn(
+            self.clip.params, dense, grid, self.classifier, self.clip.logit_scale,
+            graph=self.clip.graph, num_segments=int(num_segments)))
+        inside = (masks >= 0) & (masks < num_segments)
+        safe = np.where(inside, masks, 0)
+        class_map = np.where(inside, np.take_along_axis(
+            seg_class, safe.reshape(len(masks), -1), axis=1).reshape(masks.shape), -1)
+        pixels = np.stack([np.bincount(m[ok], minlength=num_segments)[:num_segments]
+                           for m, ok in zip(safe, inside)]).astype(np.int32)
+        return Labelling(self.names, class_map.astype(np.int32), seg_class, score, pixels)
+
+
+@functools.partial(jax.jit, static_argnames=("graph", "num_segments"))
+def _named_fn(params, dense, grid_masks, classifier, logit_scale, *, graph, num_segments):
+    """Segments pooled on the dense grid (masks already there), heads, classes and scores."""
+    emb = embed_segments(nnx.merge(graph, params), dense, grid_masks, num_segments)
+    probs = jax.nn.softmax(class_logits(emb, classifier, logit_scale), axis=-1)
+    return jnp.argmax(probs, axis=-1).astype(jnp.int32), jnp.max(probs, axis=-1)

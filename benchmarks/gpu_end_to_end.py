@@ -37,10 +37,10 @@ precision policy, as the original under PyTorch) is 4.36 TFLOP per 1024 x 1024 i
 bf16 VAE option and the default policy's target is >= 60. End to end at batch 16: >= 50 images/s.
 NCut + assignment: <= 5 ms per image at batch 16 (1024 nodes with structure).
 
-Estimated --quick time on an H100 (the compile counts come from the CPU smoke run, `compiles` in
-the report): 2 + 2 feature programs, 4 NCut programs, 2 end-to-end programs; at ~20-40 s per
-full-size compile that is ~3-5 min of compilation, plus ~60 s of runs (repeats 3) and ~20 s of
-setup: within 6 minutes.
+Estimated --quick time on an H100 (compile counts from the CPU smoke run, `compiles` in the
+report: setup 5 small initialisers, features 3, ncut 6, end_to_end 2; 16 in all, 4 of them with
+the full UNet): at 30-60 s per full-UNet compile and a few seconds for the rest, ~3-4 min of
+compilation, plus ~1 min of runs (repeats 3) and ~20 s of setup: about 5 minutes, within 6.
 """
 from __future__ import annotations
 

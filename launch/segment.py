@@ -17,11 +17,15 @@ of each run, `coco.json` over every input of the run (images with their sizes; o
 segment: compressed RLE, area, bbox [x, y, w, h], segment_id, and with --vocabulary the
 category, class and score; diffcut_jax/io/coco_output.py). `--format coco` writes no PNG.
 
+`--batch_size N` batches images of one working size, N per device, over every local device; the
+labels are the same at any batch size and device count.
+
 Unreadable inputs are skipped with a one-line reason; the exit status is non-zero only if nothing succeeded. A re-run skips images whose outputs exist
 (--overwrite redoes them); outputs are written atomically.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -49,6 +53,9 @@ def _label_options():
 flags.DEFINE_string("output_dir", None, "Where the outputs go (created if needed).")
 flags.DEFINE_bool("overwrite", False, "Redo images whose outputs exist.")
 flags.DEFINE_integer("max_pixels", 178_956_970, "Larger images are skipped.")
+flags.DEFINE_integer("batch_size", 1, "Images per device and step: images of one working size are "
+                     "batched and the batch is split over every local device (the labels do not "
+                     "depend on the batch size or the device count).", lower_bound=1)
 FORMATS = ("png", "coco")
 flags.DEFINE_list("format", ["png"], "Outputs, comma-separated: png (label map and overlays), "
                   "coco (COCO-style RLE JSON: <name>_coco.json and coco.json for the run).")
@@ -130,6 +137,75 @@ def _record_failure(summary: Path, source: Path, message: str, **written) -> Non
     sys.stderr.write(f"\nerror: {source}: {message}\n")
     with open(summary, "a") as fh:
         fh.write(json.dumps({"input": str(source), "error": message, **written}) + "\n")
+
+
+class BatchOutOfMemory(Exception):
+    """A batch did not fit on the devices: its working size and its items."""
+
+    def __init__(self, size, items):
+        super().__init__(f"out of memory at working size {size}")
+        self.size, self.items = size, items
+
+
+class Batcher:
+    """The heavy program on batches: images of one working size are grouped until a batch of
+    `--batch_size` per local device is full (or the inputs end: the last batch of each size is
+    padded with blank images, whose labels are dropped), then run sharded over the local devices.
+
+    One jitted program per (batch, working size): `DiffCut.function(feature_batch=1)` runs the
+    UNet one image at a time, so every image's labels are the same whatever batch and device it
+    ran on. Images are resized to the working size in a small program each, and labels back."""
+
+    def __init__(self, seg, per_device: int):
+        import jax
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        devices = jax.local_devices()
+        self.seg, self.size = seg, per_device * len(devices)
+        mesh = Mesh(np.asarray(devices), ("batch",))
+        self._params = jax.device_put(seg.params, NamedSharding(mesh, P()))
+        f = seg.function(feature_batch=1)
+
+        def segment_batch(params, images):
+            return f(params, images)
+
+        self._fn = jax.jit(segment_batch, in_shardings=(NamedSharding(mesh, P()),
+                                                        NamedSharding(mesh, P("batch"))),
+                           out_shardings=NamedSharding(mesh, P("batch")))
+        self.pending: dict[tuple[int, int], list] = {}
+
+    def add(self, item, image) -> list:
+        """Queue one decoded image; returns the items of a batch that became full, run."""
+        size = self.seg.working_size(*image.shape[:2])
+        group = self.pending.setdefault(size, [])
+        group.append((item, image))
+        return self.flush(size) if len(group) == self.size else []
+
+    def flush(self, size) -> list:
+        """Run the queued images of one working size: [(item, image, labels, seconds)]."""
+        from diffcut_jax.io.image_ops import resize_images, resize_labels_nearest
+
+        group = self.pending.pop(size, [])
+        if not group:
+            return []
+        t = time.perf_counter()
+        work = np.zeros((self.size, *size, 3), np.float32)
+        for i, (_, image) in enumerate(group):
+            work[i] = np.asarray(resize_images(image[None], size))[0]
+        try:
+            labels = np.asarray(self._fn(self._params, work))[: len(group)]
+        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not common.is_out_of_memory(e):
+                raise
+            raise BatchOutOfMemory(size, [item for item, _ in group]) from e
+        out = [(item, image, np.asarray(resize_labels_nearest(lab[None], image.shape[:2]))[0])
+               for (item, image), lab in zip(group, labels)]
+        seconds = (time.perf_counter() - t) / len(group)
+        return [(*o, seconds) for o in out]
+
+    def flush_all(self) -> list:
+        return [r for size in list(self.pending) for r in self.flush(size)]
 
 
 def run(inputs: list[str]) -> int:
@@ -221,37 +297,12 @@ def run(inputs: list[str]) -> int:
     progress = common.Progress(len(todo))
     ok = failed = 0
     summary = out_dir / "summary.jsonl"
-    for f in todo:
+    batcher = Batcher(seg, FLAGS.batch_size)
+
+    def emit(f, image, labels, decode_s, run_s) -> None:
+        nonlocal ok, failed
         paths = outputs(f)
         written = {k: paths[k].name for k in ("labels", "overlay") if k in paths}
-        t = time.perf_counter()
-        try:
-            image = imageio.read_rgb(f, max_pixels=FLAGS.max_pixels)
-        except imageio.ImageReadError as e:
-            sys.stderr.write(f"\nskip: {f}: {e}\n")
-            failed += 1
-            progress.update("failed")
-            continue
-        decode_s = time.perf_counter() - t
-        t = time.perf_counter()
-        size = seg.working_size(*image.shape[:2])
-        try:
-            labels = np.asarray(seg(image))
-        except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            if not common.is_out_of_memory(e):
-                raise
-            opts = seg.options
-            msg = common.out_of_memory_message(
-                "the DiffCut batch function",
-                f"batch 1, working size {size[0]} x {size[1]}, "
-                f"refinement {'on' if opts.refinement else 'off'}",
-                f"lower --image_size (now {opts.image_size})"
-                + (", or leave out --refinement" if opts.refinement else ""))
-            _record_failure(summary, f, msg)
-            failed += 1
-            progress.update("failed")
-            continue
-        run_s = time.perf_counter() - t
         t = time.perf_counter()
         if "labels" in paths:
             imageio.write_labels_png(paths["labels"], labels)
@@ -262,7 +313,7 @@ def run(inputs: list[str]) -> int:
             t = time.perf_counter()
             try:
                 named = labeller(image, labels)
-            except Exception as e:  # noqa: BLE001 - as above
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not common.is_out_of_memory(e):
                     raise
                 clip = labeller.working_size(*image.shape[:2])
@@ -273,7 +324,7 @@ def run(inputs: list[str]) -> int:
                 _record_failure(summary, f, msg, **written)
                 failed += 1
                 progress.update("failed")
-                continue
+                return
             label_s = time.perf_counter() - t
             classes = {"present": len({s["class"] for s in named.segments(0)})}
             if "class_png" in paths:
@@ -296,6 +347,41 @@ def run(inputs: list[str]) -> int:
             fh.write(json.dumps(record) + "\n")
         ok += 1
         progress.update("ok")
+
+    def run_batch(done) -> None:
+        """Emit a batch's images (`done`: a thunk that runs it); out of memory fails them all."""
+        nonlocal failed
+        try:
+            results = done()
+        except BatchOutOfMemory as e:
+            opts = seg.options
+            msg = common.out_of_memory_message(
+                "the DiffCut batch function",
+                f"batch {batcher.size}, working size {e.size[0]} x {e.size[1]}, "
+                f"refinement {'on' if opts.refinement else 'off'}",
+                f"lower --image_size (now {opts.image_size})"
+                + (", or leave out --refinement" if opts.refinement else "")
+                + (f", or --batch_size (now {FLAGS.batch_size})" if FLAGS.batch_size > 1 else ""))
+            for f, _ in e.items:
+                _record_failure(summary, f, msg)
+                failed += 1
+                progress.update("failed")
+            return
+        for (f, decode_s), image, labels, run_s in results:
+            emit(f, image, labels, decode_s, run_s)
+
+    for f in todo:
+        t = time.perf_counter()
+        try:
+            image = imageio.read_rgb(f, max_pixels=FLAGS.max_pixels)
+        except imageio.ImageReadError as e:
+            sys.stderr.write(f"\nskip: {f}: {e}\n")
+            failed += 1
+            progress.update("failed")
+            continue
+        run_batch(functools.partial(batcher.add, (f, time.perf_counter() - t), image))
+    for size in list(batcher.pending):
+        run_batch(functools.partial(batcher.flush, size))
     progress.close()
     finish()
     total = time.perf_counter() - t0

@@ -4,7 +4,8 @@ r"""Segment images: `diffcut-jax segment` = `python -m diffcut_jax.launch.segmen
 
 Per image, into --output_dir: `<name>_labels.png` (the label map at the input size, 16-bit where
 there are more than 255 segments) and `<name>_overlay.png` (colours over the photo), plus one JSON
-line in `summary.jsonl` (segments, timings).
+line in `summary.jsonl` (segments, timings). At the end, `summary.json`: images/s, the share of
+the loop spent decoding (the devices wait for it), and the failures with their reasons.
 
 With `--vocabulary` (a preset: voc20, context59, coco_object; a file; or "cat,kitty;dog;grass")
 every segment is also named by an open-vocabulary CLIP (`--clip_model`, docs/algorithm.md §7):
@@ -370,24 +371,39 @@ def run(inputs: list[str]) -> int:
         for (f, decode_s), image, labels, run_s in results:
             emit(f, image, labels, decode_s, run_s)
 
+    t_loop, decode_total, unreadable = time.perf_counter(), 0.0, []
     for f in todo:
         t = time.perf_counter()
         try:
             image = imageio.read_rgb(f, max_pixels=FLAGS.max_pixels)
         except imageio.ImageReadError as e:
             sys.stderr.write(f"\nskip: {f}: {e}\n")
+            unreadable.append({"input": str(f), "error": str(e)})
             failed += 1
             progress.update("failed")
             continue
-        run_batch(functools.partial(batcher.add, (f, time.perf_counter() - t), image))
+        decode_s = time.perf_counter() - t
+        decode_total += decode_s
+        run_batch(functools.partial(batcher.add, (f, decode_s), image))
     for size in list(batcher.pending):
         run_batch(functools.partial(batcher.flush, size))
     progress.close()
     finish()
-    total = time.perf_counter() - t0
+    loop_s, total = time.perf_counter() - t_loop, time.perf_counter() - t0
+    # Decoding runs before each batch, so the devices wait for it: its share of the loop.
+    figures = {"processed": ok, "already_done": already, "failed": failed,
+               "unreadable": unreadable, "load_seconds": round(load_s, 3),
+               "loop_seconds": round(loop_s, 3),
+               "images_per_second": round(ok / loop_s, 4) if loop_s else None,
+               "input_wait_share": round(decode_total / loop_s, 4) if loop_s else None,
+               "batch_per_device": FLAGS.batch_size, "devices": batcher.size // FLAGS.batch_size}
+    imageio.atomic_write(out_dir / "summary.json",
+                         lambda p: p.write_text(json.dumps(figures, indent=1)))
     sys.stderr.write(
         f"done: processed {ok}, skipped {already} (already done), failed {failed}, "
-        f"{total:.1f} s ({ok / total if total else 0:.2f} img/s incl. loading)\n"
+        f"{total:.1f} s ({ok / total if total else 0:.2f} img/s incl. loading; "
+        f"{figures['images_per_second'] or 0:.2f} img/s segmenting, "
+        f"{100 * (figures['input_wait_share'] or 0):.0f}% of it decoding)\n"
     )
     return 0 if ok or already else 1
 

@@ -428,6 +428,11 @@ def test_segment_batched_on_8_devices_equals_one_image_at_a_time(tmp_path):
         skipped = {line.split(":")[1].strip().rsplit("/", 1)[-1]
                    for line in res.stderr.splitlines() if line.startswith("skip:")}
         assert skipped == {"bad.png", "empty.jpg", "trunc.png"}, res.stderr[-2000:]
+        figures = json.loads((out / "summary.json").read_text())
+        assert figures["processed"] == 40 and figures["failed"] == 3
+        assert {Path(u["input"]).name for u in figures["unreadable"]} == skipped
+        assert figures["devices"] == (1 if name == "one" else 8) and figures["images_per_second"] > 0
+        assert 0 <= figures["input_wait_share"] <= 1
         runs[name] = out
     segments = []
     for i in range(40):

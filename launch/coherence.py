@@ -25,14 +25,13 @@ common.define_option_flags(("image_size", "square"))
 
 
 def run(argv: list[str]) -> int:
-    import jax.numpy as jnp
 
     from diffcut_jax.coherence import coherence_map, coherence_overlay
     from diffcut_jax.features.checkpoint import CheckpointError
     from diffcut_jax.features.extractor import load_extractor
     from diffcut_jax.features.hub import ModelNotAvailableError
     from diffcut_jax.io import imageio
-    from diffcut_jax.io.image_ops import working_size
+    from diffcut_jax.io.image_ops import resize_images, working_size
 
     if len(argv) != 1:
         sys.stderr.write("error: pass exactly one image\n")
@@ -57,7 +56,8 @@ def run(argv: list[str]) -> int:
                             image_size=size, seed=FLAGS.seed)
     except (ModelNotAvailableError, CheckpointError, ValueError) as e:
         return common.model_error_exit(e)
-    feats = ex(jnp.asarray(image)[None], size=size)[0]
+    # Resized in a small program of its own: the extractor's program is keyed by the working size.
+    feats = ex(resize_images(image[None], size), size=size)[0]
     try:
         sim = coherence_map(feats, patch)
     except ValueError as e:

@@ -185,28 +185,31 @@ class Batcher:
 
     def flush(self, size) -> list:
         """Run the queued images of one working size: [(item, image, labels, seconds)]."""
-        from diffcut_jax.io.image_ops import resize_images, resize_labels_nearest
+        import jax.numpy as jnp
+
+        from diffcut_jax.io.image_ops import nearest_exact_indices, resize_images
 
         group = self.pending.pop(size, [])
         if not group:
             return []
         t = time.perf_counter()
-        work = np.zeros((self.size, *size, 3), np.float32)
-        for i, (_, image) in enumerate(group):
-            work[i] = np.asarray(resize_images(image[None], size))[0]
+        # Resized on the device, one small program per input size, with no host round trip.
+        work = [resize_images(image[None], size) for _, image in group]
+        if len(group) < self.size:
+            work.append(np.zeros((self.size - len(group), *size, 3), np.float32))
         try:
-            labels = np.asarray(self._fn(self._params, work))[: len(group)]
+            labels = np.asarray(self._fn(self._params, jnp.concatenate(work)))[: len(group)]
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
             if not common.is_out_of_memory(e):
                 raise
             raise BatchOutOfMemory(size, [item for item, _ in group]) from e
-        out = [(item, image, np.asarray(resize_labels_nearest(lab[None], image.shape[:2]))[0])
-               for (item, image), lab in zip(group, labels)]
         seconds = (time.perf_counter() - t) / len(group)
-        return [(*o, seconds) for o in out]
-
-    def flush_all(self) -> list:
-        return [r for size in list(self.pending) for r in self.flush(size)]
+        out = []
+        for (item, image), lab in zip(group, labels):  # back to the input size, on the host
+            h, w = image.shape[:2]
+            lab = lab[nearest_exact_indices(size[0], h)][:, nearest_exact_indices(size[1], w)]
+            out.append((item, image, lab, seconds))
+        return out
 
 
 def run(inputs: list[str]) -> int:

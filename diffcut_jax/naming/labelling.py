@@ -9,7 +9,8 @@ The jitted step (`label_segments`) is pure: (CLIP params, images, masks, text cl
 per-segment class, softmax score and pixel count, and the per-pixel class map. Segments of an
 image are a static-capacity batch (`num_segments`); the text classifier is computed once per
 vocabulary. The image CLIP sees is resized (bilinear) to its working size, the masks are pooled on
-CLIP's dense grid (docs/algorithm.md §7).
+CLIP's dense grid (docs/algorithm.md §7). `Labeller.__call__` runs the same arithmetic in steps
+keyed so that inputs of many sizes share the CLIP trunk's program (one per CLIP working size).
 """
 from __future__ import annotations
 

@@ -24,6 +24,11 @@ its budget records "skipped: over N s" instead of eating the window:
                both formulations, segments and dense fallbacks, and level/stack parity;
   end_to_end   `DiffCut`'s batch program at batch 16 on region images, without and with
                refinement: images/s and segments per image;
+  pipeline     `segment`'s pipeline at --size on 48 generated JPEGs (region images): decoded ahead
+               by Grain's threads into the batched device step (`launch/batcher.py`, batch 16),
+               against the device step alone on the same images decoded beforehand: images/s,
+               the pipeline's share of the device-alone rate, decode ms per image and the share
+               of the run spent waiting for input;
   memory       peak device memory;
   targets      the figures against the targets (below), and XLA compilations per section;
   checkpoint   (--full only) write a random fp16 SSD-1B checkpoint in the real layout, load it with
@@ -65,8 +70,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 TARGETS = {"features_images_per_s": 60.0, "ncut_ms_per_image": 5.0, "end_to_end_images_per_s": 50.0}
-SECTION_BUDGET_S = {"setup": 90, "features": 150, "ncut": 150, "end_to_end": 240, "memory": 10,
-                    "targets": 5}
+SECTION_BUDGET_S = {"setup": 90, "features": 150, "ncut": 150, "end_to_end": 240, "pipeline": 150,
+                    "memory": 10, "targets": 5}
 
 
 class Guard:
@@ -224,6 +229,10 @@ def main() -> None:
             report["end_to_end"][key] = {"batch16": row}
         done("end_to_end")
 
+    if run("pipeline"):
+        pipeline_section(args, report, ex)
+        done("pipeline")
+
     if run("memory"):
         stats = dev.memory_stats() or {}
         report["memory"] = {"peak_bytes_in_use_gib": round(stats.get("peak_bytes_in_use", 0) / 2**30, 2),
@@ -299,6 +308,54 @@ def ncut_section(args, report, guard, dc, partition_mismatch, region_features) -
         diff = [int(partition_mismatch(a, b).sum()) for a, b in zip(labels["stack"], labels["level"])]
         report["ncut"]["level_stack_parity"] = {
             "identical_partitions": f"{diff.count(0)}/{len(diff)}", "nodes_differing": diff}
+
+
+def pipeline_section(args, report, ex, images: int = 48, batch: int = 16) -> None:
+    """`segment`'s input pipeline and batched device step on generated JPEGs at --size."""
+    import os
+    import tempfile
+
+    from PIL import Image
+
+    from diffcut_jax.io.imageio import read_rgb
+    from diffcut_jax.io.input_list import write_path_list
+    from diffcut_jax.launch.batcher import Batcher, stream
+    from diffcut_jax.launch.segment_inputs import path_items
+    from diffcut_jax.segmentation import SegmenterOptions
+    from diffcut_jax.segmenter import DiffCut
+    from diffcut_jax.testing import region_images, structured_feature_model
+
+    folder = Path(tempfile.mkdtemp(prefix="gpu-pipeline-"))
+    for i, im in enumerate(region_images(images, args.size, seed=1)):
+        Image.fromarray((np.asarray(im) * 255).astype(np.uint8)).save(folder / f"{i:03d}.jpg", quality=90)
+    paths = write_path_list((str(p) for p in sorted(folder.glob("*.jpg"))), folder / "list.txt")
+    seg = DiffCut(ex, SegmenterOptions(image_size=args.size, square=True))
+    seg.model = structured_feature_model(ex)
+    batcher = Batcher(seg, batch)
+    decoded = [read_rgb(paths[i]) for i in range(len(paths))]
+    t = time.perf_counter()
+    stream(batcher, enumerate(decoded))  # compile
+    compile_s = time.perf_counter() - t
+    threads = min(16, os.cpu_count() or 1)
+    alone, piped = [], []
+    for _ in range(args.repeats):
+        alone.append(stream(batcher, enumerate(decoded)))
+        items = path_items(paths, process=0, count=1, start=0, skip=set(), max_pixels=1 << 30,
+                           threads=threads, buffer=2 * batch)
+        piped.append(stream(batcher, ((it, it.image) for it in items)))
+    rate = lambda rs: statistics.median(r["images"] / r["seconds"] for r in rs)  # noqa: E731
+    t = time.perf_counter()
+    for i in range(len(paths)):
+        read_rgb(paths[i])
+    report["pipeline"] = {
+        "images": len(paths), "batch": batch, "read_threads": threads,
+        "compile_plus_first_run_s": round(compile_s, 2),
+        "device_alone_images_per_s": round(rate(alone), 2),
+        "pipeline_images_per_s": round(rate(piped), 2),
+        "pipeline_share_of_device_alone": round(rate(piped) / rate(alone), 3),
+        "decode_ms_per_image_one_thread": round(1000 * (time.perf_counter() - t) / len(paths), 2),
+        "input_wait_share": round(statistics.median(r["input_wait_seconds"] / r["seconds"]
+                                                    for r in piped), 3)}
 
 
 def determinism_section(args, report, save) -> None:

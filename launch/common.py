@@ -1,13 +1,10 @@
 """Flags and helpers shared by the launch scripts."""
 from __future__ import annotations
 
-import glob
 import sys
 from pathlib import Path
 
 from absl import app, flags
-
-from diffcut_jax.io.imageio import IMAGE_SUFFIXES
 
 
 def _options_class(options):
@@ -62,35 +59,23 @@ def define_model_flags():
     flags.DEFINE_integer("seed", 0, "Seed of the shared noise draw.")
 
 
-def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (recursively: image suffixes only) and globs -> (files, problems)."""
-    files, problems, seen = [], [], set()
+def define_distributed_flags():
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs); "
+                      "on clusters it finds its settings itself, elsewhere pass the three flags "
+                      "below.")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
+    flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 
-    def add(p: Path):
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            files.append(p)
 
-    for spec in specs:
-        p = Path(spec)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                problems.append(f"{spec}: folder holds no images")
-            for q in found:
-                add(q)
-        elif p.exists():
-            add(p)
-        elif any(c in spec for c in "*?["):
-            found = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file())
-            if not found:
-                problems.append(f"{spec}: pattern matches no file")
-            for q in found:
-                add(q)
-        else:
-            problems.append(f"{spec}: no such file or folder")
-    return files, problems
+def initialize_distributed() -> None:
+    """jax.distributed.initialize() with the flags of `define_distributed_flags`, if asked."""
+    if flags.FLAGS.distributed:
+        import jax
+
+        jax.distributed.initialize(coordinator_address=flags.FLAGS.coordinator_address,
+                                   num_processes=flags.FLAGS.num_processes,
+                                   process_id=flags.FLAGS.process_id)
 
 
 class Progress:

@@ -39,11 +39,7 @@ config_flags.DEFINE_config_file("config", None, "Benchmark config: a name (voc20
 flags.DEFINE_string("workdir", None, "Where results.json, per_class.csv and config.json go.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's own, ~/tensorflow_datasets).")
 flags.DEFINE_string("manual_dir", None, "The raw download (needed until the dataset is built).")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs); on "
-                  "clusters it finds its settings itself, elsewhere pass the three flags below.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
-flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
+common.define_distributed_flags()
 flags.DEFINE_integer("checkpoint_every", 25, "Checkpoint the progress every this many batches "
                      "(and on SIGTERM); a rerun resumes from it. 0: only on SIGTERM.", lower_bound=0)
 
@@ -296,9 +292,7 @@ def run(args: list[str]) -> int:
     workdir = Path(FLAGS.workdir)
     try:
         validate(cfg)
-        if FLAGS.distributed:
-            jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                                       num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+        common.initialize_distributed()
         bench, builder, split, total, local_total, batch_size = prepare_data(cfg)
         store = resume.ProgressStore(workdir / "progress",
                                      fingerprint(cfg, builder, split, total, batch_size))

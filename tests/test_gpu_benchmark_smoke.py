@@ -22,7 +22,8 @@ def test_quick_mode_smoke(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["mode"] == "quick" and "checkpoint" not in r  # no checkpoint write by default
-    assert list(r["wall_s"]) == ["setup", "features", "ncut", "end_to_end", "memory", "targets"]
+    assert list(r["wall_s"]) == ["setup", "features", "ncut", "end_to_end", "pipeline", "memory",
+                                 "targets"]
     assert set(r["features"]) == {"batch8", "batch16"}
     for form in ("stack", "level"):
         assert set(r["ncut"][form]) == {"batch1", "batch16", "segments", "dense_fallbacks"}
@@ -33,6 +34,9 @@ def test_quick_mode_smoke(tmp_path):
     assert set(r["end_to_end"]) == {"plain", "refinement"}
     for row in r["end_to_end"].values():
         assert len(row["batch16"]["segments_per_image"]) == 16
+    p = r["pipeline"]  # segment's pipeline against its device step alone, on the same images
+    assert p["images"] == 48 and p["pipeline_images_per_s"] > 0 and p["device_alone_images_per_s"] > 0
+    assert 0 <= p["input_wait_share"] <= 1
     # One compile per program: features 2, NCut 2 per formulation, end to end 2.
     assert r["compiles"]["ncut"] <= 4 + 2 and r["compiles"]["end_to_end"] <= 2 + 2, r["compiles"]
     assert set(r["targets"]) == {"features_images_per_s", "ncut_ms_per_image",

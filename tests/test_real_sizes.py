@@ -110,13 +110,17 @@ def test_out_of_memory_is_a_clear_error_and_loses_nothing(tiny_root, tmp_path):
                                  str(out), "--compilation_cache_dir=", str(PHOTO)])
     assert first.returncode == 0, first.stderr[-2000:]
     kept = {p.name: p.read_bytes() for p in out.glob("*.png")}
-    res = _command("segment", ["--model", str(tiny_root), "--image_size", "16384", "--output_dir",
-                               str(out), "--compilation_cache_dir=", str(PHOTO), str(OTHER)])
+    args = ["--model", str(tiny_root), "--image_size", "16384", "--output_dir", str(out),
+            "--compilation_cache_dir=", str(PHOTO), str(OTHER)]
+    res = _command("segment", args)  # other labels into the same folder: refused
+    assert res.returncode == 2 and "labels.image_size: earlier run 64, this run 16384" in res.stderr
+    res = _command("segment", [*args, "--overwrite"])
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
-    assert res.returncode == 0  # one image already done, the other failed: not "nothing succeeded"
+    assert res.returncode == 1  # nothing succeeded
     assert ("out of memory on cpu (cpu) in the DiffCut batch function (batch 1, working size "
             "12288 x 16384, refinement off): lower --image_size (now 16384)") in res.stderr
     records = _records(out)
     assert records[0]["input"] == str(PHOTO) and "error" not in records[0]
-    assert records[1]["input"] == str(OTHER) and "out of memory" in records[1]["error"]
-    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == kept
+    assert [r["input"] for r in records[1:]] == [str(PHOTO), str(OTHER)]
+    assert all("out of memory" in r["error"] for r in records[1:])
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == kept  # failures overwrite nothing

@@ -3,5 +3,7 @@
 - `imageio`: image decoding, label and overlay PNGs, atomic writes.
 - `image_ops`: resizing with PyTorch's conventions, and the working size of an input.
 - `coco_output`: segments as COCO RLE results (`segment --format coco`).
+- `shards`: COCO results of a dataset run in per-process shards: resumable, merged into coco.json.
+- `input_list`: input paths at any count, listed once to a file and read back by index.
 - `cache`: the user's cache root and checked, atomically written entries (text classifiers).
 """

@@ -3,7 +3,6 @@ of segmentation tools (`pycocotools.mask.decode`, `COCO.loadRes`, detectron2, Cu
 
     anns = segment_annotations(labels)                   # one per segment: RLE, area, bbox (xywh)
     anns = segment_annotations(labels, named.segments())  # + category_id, class and score
-    doc = coco_document(images, annotations, categories)
 
 Segment ids are kept (`segment_id`, the value in `<name>_labels.png`), so decoding every
 annotation of an image and writing its `segment_id` gives the label PNG back. Without a
@@ -56,7 +55,7 @@ def label_runs(labels: np.ndarray) -> dict[int, list[int]]:
 def segment_annotations(labels: np.ndarray, segments: list[dict] | None = None) -> list[dict]:
     """One COCO annotation per segment of `labels` (ids >= 0): compressed RLE, area, bbox [x, y,
     w, h], iscrowd 0, segment_id; with `segments` (`NamedSegments.segments()`), also category_id
-    (class id + 1), class and score. Image ids are set by `coco_document`."""
+    (class id + 1), class and score. Ids are set when the shards are merged (`io/shards.py`)."""
     mask = _mask_api()
     h, w = np.asarray(labels).shape
     named = {s["segment"]: s for s in segments} if segments is not None else None
@@ -79,17 +78,6 @@ def categories(names: list[str] | None) -> list[dict]:
     if names is None:
         return [dict(AGNOSTIC)]
     return [{"id": i + 1, "name": n} for i, n in enumerate(names)]
-
-
-def coco_document(images: list[dict], annotations: list[list[dict]], cats: list[dict],
-                  info: dict | None = None) -> dict:
-    """images[i] ({file_name, height, width}) with annotations[i]: ids assigned from 1."""
-    doc_images, doc_anns = [], []
-    for i, (image, anns) in enumerate(zip(images, annotations), start=1):
-        doc_images.append({"id": i, **image})
-        for ann in anns:
-            doc_anns.append({"id": len(doc_anns) + 1, "image_id": i, **ann})
-    return {"info": info or {}, "images": doc_images, "annotations": doc_anns, "categories": cats}
 
 
 def labels_from_annotations(annotations: list[dict], height: int, width: int) -> np.ndarray:

@@ -22,8 +22,6 @@ def read_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     Grayscale, RGBA/LA (alpha dropped), palette, CMYK and 16-bit images become RGB; EXIF rotation
     is applied. Raises ImageReadError with a one-line reason for anything unusable.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -31,10 +29,25 @@ def read_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
         raise ImageReadError(f"cannot read file ({e.strerror})") from e
     if size == 0:
         raise ImageReadError("empty file (0 bytes)")
+    return _decode(path, max_pixels)
+
+
+def decode_rgb(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """`read_rgb` of encoded bytes (a dataset record): the same decoding, the same reasons."""
+    import io
+
+    if not data:
+        raise ImageReadError("empty image (0 bytes)")
+    return _decode(io.BytesIO(data), max_pixels)
+
+
+def _decode(source, max_pixels: int) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise ImageReadError(f"too large: {w} x {h} pixels (limit {max_pixels})")
@@ -49,6 +62,8 @@ def read_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
         raise ImageReadError("not an image (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageReadError(f"too large ({e})") from None
+    except PermissionError as e:
+        raise ImageReadError(f"cannot read file ({e.strerror})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"truncated or corrupt image ({e})") from None
 
@@ -80,12 +95,20 @@ def atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
-def remove_partials(folder: Path) -> int:
-    """Delete leftovers of an interrupted run."""
-    n = 0
+def remove_partials(folder: Path, *, older_than_s: float = 0.0) -> int:
+    """Delete leftovers of an interrupted run. `older_than_s`: only those not written for that
+    long (other processes of a run may be writing theirs into the same folder now)."""
+    import time
+
+    n, now = 0, time.time()
     for p in Path(folder).rglob(f"*{PARTIAL_SUFFIX}"):
-        p.unlink(missing_ok=True)
-        n += 1
+        try:
+            if now - p.stat().st_mtime < older_than_s:
+                continue
+            p.unlink()
+            n += 1
+        except FileNotFoundError:  # renamed or removed by its writer meanwhile
+            pass
     return n
 
 

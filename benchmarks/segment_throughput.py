@@ -1,0 +1,185 @@
+"""Throughput of `diffcut-jax segment` on a folder of JPEGs of mixed sizes, three ways, one run.
+
+    python benchmarks/segment_throughput.py                      # tiny checkpoint, 256 and 512 px
+    python benchmarks/segment_throughput.py --image_sizes 1024 --model segmind/SSD-1B --devices 0
+
+1. one at a time: the command at batch 1 on one device, decoding, segmenting and writing in
+   turn (`--batch_size 1 --read_threads 0`: the command before batching and streaming);
+2. pipeline: the command at --batch_size per device over --devices devices, decoded ahead by
+   --read_threads threads (Grain) and written behind;
+3. device alone: the same batched device step (`launch/batcher.py`) on images decoded
+   beforehand, in this process: the rate the pipeline would reach if input cost nothing.
+
+Per image size: images/s of each way (the command's own figure from summary.json: its loop,
+not the model loading), the pipeline's share of the device-alone rate, decode ms/image
+(summary.jsonl), device ms/image (way 3) and the share of the pipeline's run spent waiting for
+input. Median of --repeats runs after a warm-up run that fills the compilation cache. Host
+devices (`--devices N` on a CPU) are `--xla_force_host_platform_device_count`; `--devices 0`
+uses the machine's own devices (a GPU). Prints JSON (and writes it to --out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# (height, width) per 4 x 4 pixels of image size: 3 working sizes, 6 input sizes (photos of one
+# camera are few sizes; each new input size costs one small resize program).
+ASPECTS = [(1.0, 1.0), (0.75, 1.0), (1.0, 0.75), (1.1, 1.1), (0.8, 1.07), (1.2, 0.9)]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_jpegs(folder: Path, n: int, size: int, seed: int = 0) -> None:
+    """`n` JPEGs with smooth structure (photo-like decode cost), sizes cycling over ASPECTS."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        a, b = ASPECTS[i % len(ASPECTS)]
+        h, w = int(size * a) // 4 * 4, int(size * b) // 4 * 4
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        phase = rng.uniform(0, 6.28, 3)
+        img = np.stack([np.sin(6 * xx + phase[c]) * np.cos(5 * yy - phase[c]) for c in range(3)], -1)
+        img = (127.5 * (img + 1) + rng.normal(0, 8, (h, w, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"img{i:04d}.jpg", quality=90)
+
+
+def env_for(devices: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if devices:
+        env["JAX_PLATFORMS"] = "cpu"
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                            f" --xla_force_host_platform_device_count={devices}").strip()
+    return env
+
+
+def command(model, size, inputs, out, *, batch, threads, devices, cache) -> dict:
+    """One run of the command; its summary.json, and the mean decode time of its images."""
+    args = [sys.executable, "-m", "diffcut_jax.launch.segment", "--model", model,
+            "--image_size", str(size), "--format", "coco", "--output_dir", str(out),
+            "--batch_size", str(batch), "--read_threads", str(threads), "--overwrite",
+            f"--compilation_cache_dir={cache}", str(inputs)]
+    res = subprocess.run(args, cwd=ROOT, env=env_for(devices), capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"segment failed:\n{res.stderr[-3000:]}")
+    figures = json.loads((out / "summary.json").read_text())
+    records = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    decode = [r["seconds"]["decode"] for r in records[-figures["processed"]:]]
+    figures["decode_ms"] = 1000 * statistics.mean(decode)
+    return figures
+
+
+DEVICE_ALONE = r"""
+import json, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from diffcut_jax.io.imageio import read_rgb
+from diffcut_jax.launch.batcher import Batcher, stream
+from diffcut_jax.segmenter import DiffCut
+
+seg = DiffCut.from_pretrained({model!r}, image_size={size})
+batcher = Batcher(seg, {batch})
+images = [read_rgb(p) for p in sorted(Path({inputs!r}).glob("*.jpg"))]
+stream(batcher, enumerate(images))  # compile
+rates = []
+for _ in range({repeats}):
+    r = stream(batcher, enumerate(images))
+    rates.append(r["images"] / r["seconds"])
+print(json.dumps({{"rates": rates, "devices": batcher.devices}}))
+"""
+
+
+def device_alone(model, size, inputs, *, batch, devices, repeats) -> dict:
+    code = DEVICE_ALONE.format(root=str(ROOT), model=model, size=size, batch=batch,
+                               inputs=str(inputs), repeats=repeats)
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env_for(devices),
+                         capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"device-alone run failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="hub id or local dir (default: a tiny random checkpoint)")
+    ap.add_argument("--image_sizes", default="256,512")
+    ap.add_argument("--images", type=int, default=48)
+    ap.add_argument("--batch_size", type=int, default=8, help="per device")
+    ap.add_argument("--devices", type=int, default=4, help="host devices (0: the machine's own)")
+    ap.add_argument("--read_threads", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="segment-throughput-"))
+    model = args.model
+    if model is None:
+        from diffcut_jax.testing import tiny_spec, write_random_checkpoint
+
+        write_random_checkpoint(tmp / "ckpt", tiny_spec("sdxl"), seed=3, std=0.2)
+        model = str(tmp / "ckpt")
+    report = {"machine": machine(), "model": args.model or "tiny random checkpoint (std 0.2)",
+              "images": args.images, "batch_per_device": args.batch_size,
+              "devices": args.devices or "the machine's own", "read_threads": args.read_threads,
+              "repeats": args.repeats, "sizes": {}}
+    for size in (int(s) for s in args.image_sizes.split(",")):
+        inputs = tmp / f"jpegs-{size}"
+        write_jpegs(inputs, args.images, size)
+        cache = tmp / f"cache-{size}"
+        ways = {"one_at_a_time": dict(batch=1, threads=0, devices=1 if args.devices else 0),
+                "pipeline": dict(batch=args.batch_size, threads=args.read_threads,
+                                 devices=args.devices)}
+        runs: dict[str, list] = {k: [] for k in ways}
+        for name, kw in ways.items():
+            command(model, size, inputs, tmp / f"out-{size}-{name}", cache=cache, **kw)  # warm-up
+        for _ in range(args.repeats):  # interleaved: drifts of the machine hit both alike
+            for name, kw in ways.items():
+                runs[name].append(command(model, size, inputs, tmp / f"out-{size}-{name}",
+                                          cache=cache, **kw))
+        alone = device_alone(model, size, inputs, batch=args.batch_size, devices=args.devices,
+                             repeats=args.repeats)
+        med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
+        device_rate = statistics.median(alone["rates"])
+        report["sizes"][str(size)] = {
+            "images_per_second": {**med, "device_alone": device_rate},
+            "pipeline_share_of_device_alone": med["pipeline"] / device_rate,
+            "pipeline_speedup_over_one_at_a_time": med["pipeline"] / med["one_at_a_time"],
+            "decode_ms_per_image": statistics.median(r["decode_ms"] for r in runs["pipeline"]),
+            "device_ms_per_image": 1000 / device_rate,
+            "pipeline_input_wait_share": statistics.median(r["input_wait_share"] for r in runs["pipeline"]),
+            "one_at_a_time_input_wait_share": statistics.median(
+                r["input_wait_share"] for r in runs["one_at_a_time"]),
+            "runs": {k: [round(r["images_per_second"], 3) for r in v] for k, v in runs.items()},
+        }
+        print(json.dumps({size: report["sizes"][str(size)]}), file=sys.stderr, flush=True)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    t = time.perf_counter()
+    main()
+    print(f"({time.perf_counter() - t:.0f} s)", file=sys.stderr)

@@ -1,0 +1,226 @@
+"""`segment` on a dataset: batched over 8 host devices, 2 processes x 4 devices through
+jax.distributed, a TFDS split, and interrupted (SIGKILL, SIGTERM) then resumed: every way gives
+the labels and COCO results of one image at a time on one device, each image exactly once.
+
+Features with structure (weights at std 0.2), so that comparisons are of partitions, not of
+round-off; working size 64 (features 2 x 2 .. 4 x 4: the post-feature program is small)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffcut_jax.io import imageio
+from diffcut_jax.testing import tiny_spec, write_random_checkpoint
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+SIZE = 64
+# 12 input sizes, 3 working sizes at image_size 64: (64, 64), (32, 64) and (64, 32).
+MIXED_SIZES = [(60, 64), (62, 64), (63, 64), (64, 64), (30, 64), (28, 64), (34, 64), (36, 64),
+               (64, 30), (64, 25), (64, 36), (64, 38)]
+UNREADABLE = {"bad.png": "not an image", "empty.jpg": "empty file", "trunc.png": "truncated"}
+
+
+def _env(devices: int = 1) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _cmd(args):
+    return [sys.executable, "-m", "diffcut_jax.launch.segment", *args]
+
+
+def _run(args, devices: int = 1):
+    return subprocess.run(_cmd(args), cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=_env(devices))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """40 images of 12 sizes and 3 unreadable files; the reference run (batch 1, one device)."""
+    root = tmp_path_factory.mktemp("dataset")
+    write_random_checkpoint(root / "ckpt", tiny_spec("sdxl"), seed=3, std=0.2)
+    inputs = root / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        h, w = MIXED_SIZES[i % len(MIXED_SIZES)]
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(inputs / f"im{i:02d}.png")
+    (inputs / "bad.png").write_text("not an image")
+    (inputs / "empty.jpg").write_bytes(b"")
+    (inputs / "trunc.png").write_bytes((inputs / "im00.png").read_bytes()[:100])
+    args = ["--model", str(root / "ckpt"), "--image_size", str(SIZE), "--tau", "0.5",
+            f"--compilation_cache_dir={root / 'cache'}"]
+    ref = root / "reference"
+    res = _run([*args, "--format", "png,coco", "--batch_size", "1", "--read_threads", "0",
+                "--output_dir", str(ref), str(inputs)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    _check_run(ref, res.stderr, devices=1)
+    return {"root": root, "inputs": inputs, "args": args, "ref": ref}
+
+
+def _coco(out: Path) -> dict:
+    return json.loads((out / "coco.json").read_text())
+
+
+def _check_run(out: Path, stderr: str, *, devices: int, processes: int = 1) -> None:
+    """Every readable image once in coco.json (input order), the unreadable with their reasons."""
+    doc = _coco(out)
+    names = [Path(im["file_name"]).name for im in doc["images"]]
+    assert names == [f"im{i:02d}.png" for i in range(40)]
+    failures = {Path(f["input"]).name: f for f in doc["info"]["failures"]}
+    assert failures.keys() == UNREADABLE.keys()
+    for name, reason in UNREADABLE.items():
+        assert failures[name]["kind"] == "unreadable" and reason in failures[name]["error"], failures
+    suffixes = [""] if processes == 1 else [f"-{p}" for p in range(processes)]
+    figures = [json.loads((out / f"summary{s}.json").read_text()) for s in suffixes]
+    assert sum(f["processed"] for f in figures) == 40 and sum(f["failed"] for f in figures) == 3
+    assert {Path(u["input"]).name for f in figures for u in f["unreadable"]} == UNREADABLE.keys()
+    assert all(f["devices"] == devices and 0 <= f["input_wait_share"] <= 1 for f in figures)
+    assert not list(out.glob(f"*{imageio.PARTIAL_SUFFIX}"))
+
+
+def _same_labels(a: Path, b: Path) -> None:
+    segments = []
+    for i in range(40):
+        x = imageio.read_labels_png(a / f"im{i:02d}_labels.png")
+        np.testing.assert_array_equal(x, imageio.read_labels_png(b / f"im{i:02d}_labels.png"))
+        assert x.shape == MIXED_SIZES[i % len(MIXED_SIZES)]
+        segments.append(int(x.max()) + 1)
+    assert max(segments) > 1  # structure: partitions, not one segment everywhere
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_batched_and_multi_process_runs_equal_one_image_at_a_time(data, tmp_path):
+    """(b) batch 2 per device on 8 host devices; (c) 2 processes x 4 host devices through
+    jax.distributed, reading a list of paths: the reference's labels and coco.json, byte for byte."""
+    eight = tmp_path / "eight"
+    res = _run([*data["args"], "--format", "png,coco", "--batch_size", "2", "--shard_size", "8",
+                "--output_dir", str(eight), str(data["inputs"])], devices=8)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _check_run(eight, res.stderr, devices=8)
+    _same_labels(data["ref"], eight)
+    assert (eight / "coco.json").read_text() == (data["ref"] / "coco.json").read_text()
+
+    listing = tmp_path / "list.txt"  # the folder walk's order: sorted names
+    listing.write_text("".join(f"{p}\n" for p in sorted(data["inputs"].iterdir())))
+    pods = tmp_path / "pods"
+    port = _free_port()
+    procs = [subprocess.Popen(
+        _cmd([*data["args"], "--format", "png,coco", "--batch_size", "2", "--shard_size", "8",
+              "--output_dir", str(pods), "--inputs_from", str(listing), "--distributed",
+              f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={p}"]),
+        cwd=REPO, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for p in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert sorted(p.name for p in pods.glob("coco-*.json")) == [
+        "coco-0-00000.json", "coco-0-00001.json", "coco-0-00002.json",
+        "coco-1-00000.json", "coco-1-00001.json", "coco-1-00002.json"]
+    for p in range(2):  # each process took every other input
+        for shard in pods.glob(f"coco-{p}-*.json"):
+            assert all(e["index"] % 2 == p for e in json.loads(shard.read_text())["entries"])
+    _check_run(pods, outs[0][1] + outs[1][1], devices=4, processes=2)
+    _same_labels(data["ref"], pods)
+    assert (pods / "coco.json").read_text() == (data["ref"] / "coco.json").read_text()
+    (pods / "coco.json").unlink()  # --merge writes it again from the shards alone
+    res = _run(["--output_dir", str(pods), "--merge"])
+    assert res.returncode == 0 and "40 images" in res.stderr, res.stderr[-2000:]
+    assert (pods / "coco.json").read_text() == (data["ref"] / "coco.json").read_text()
+
+
+def _interrupt(args, out: Path, sig) -> subprocess.CompletedProcess:
+    """Start a run, send `sig` once its second shard is closed; returns how it ended."""
+    proc = subprocess.Popen(_cmd(args), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "coco-0-00001.json").exists():
+        assert proc.poll() is None, "ended before it could be interrupted: " + proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_killed_and_terminated_runs_resume_to_the_same_results(data, tmp_path):
+    """SIGKILL part-way, rerun: the uninterrupted results, each image once. SIGTERM: exit 143
+    with the open shard closed (complete: false), rerun completes it. Another tau is refused."""
+    args = [*data["args"], "--format", "coco", "--shard_size", "4", "--read_threads", "0",
+            str(data["inputs"])]
+    killed = tmp_path / "killed"
+    res = _interrupt([*args, "--output_dir", str(killed)], killed, signal.SIGKILL)
+    assert res.returncode == -signal.SIGKILL
+    kept = {p.name: p.read_text() for p in killed.glob("coco-*.json")}
+    assert 2 <= len(kept) < 11 and not (killed / "coco.json").exists()
+    res = _run([*args, "--output_dir", str(killed)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"{4 * len(kept)} image(s) already done" in res.stderr
+    for name, text in kept.items():  # closed shards are kept, not redone
+        assert (killed / name).read_text() == text
+    assert (killed / "coco.json").read_text() == (data["ref"] / "coco.json").read_text()
+
+    stopped = tmp_path / "stopped"
+    res = _interrupt([*args, "--output_dir", str(stopped)], stopped, signal.SIGTERM)
+    assert res.returncode == 143, res.stderr[-3000:]
+    assert "the open shard closed" in res.stderr
+    docs = [json.loads(p.read_text()) for p in sorted(stopped.glob("coco-*.json"))]
+    assert all(d["complete"] for d in docs[:-1]) and not docs[-1]["complete"]
+    assert not list(stopped.glob(f"*{imageio.PARTIAL_SUFFIX}")) and not (stopped / "coco.json").exists()
+    res = _run([*args, "--output_dir", str(stopped)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (stopped / "coco.json").read_text() == (data["ref"] / "coco.json").read_text()
+    entries = [e for p in stopped.glob("coco-*.json") for e in json.loads(p.read_text())["entries"]]
+    assert sorted(e["index"] for e in entries) == list(range(43))  # each input once
+
+    other = [a if a != "0.5" else "0.6" for a in args]
+    res = _run([*other, "--output_dir", str(stopped)])
+    assert res.returncode == 2
+    assert "labels.tau: earlier run 0.5, this run 0.6" in res.stderr, res.stderr[-2000:]
+
+
+def test_a_tfds_split_is_segmented_like_its_files(data, tmp_path):
+    """`--tfds voc20:validation` (this project's builder, from a fake download): the same
+    segments as the split's JPEG files given as paths, keyed by the dataset's image id."""
+    from diffcut_jax.data import builders, fake_downloads
+
+    examples = fake_downloads.write_voc2012(tmp_path / "raw", num_images=4)
+    builders.prepare(builders.builder("voc20", tmp_path / "tfds"), tmp_path / "raw")
+    out = tmp_path / "tfds_out"
+    res = _run([*data["args"], "--format", "coco", "--batch_size", "2", "--output_dir", str(out),
+                "--tfds", "voc20:validation", "--data_dir", str(tmp_path / "tfds")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    files = tmp_path / "files_out"
+    res = _run([*data["args"], "--format", "coco", "--output_dir", str(files),
+                *[str(e.image_path) for e in examples]])
+    assert res.returncode == 0, res.stderr[-3000:]
+    by_tfds, by_file = _coco(out), _coco(files)
+    assert sorted(im["file_name"] for im in by_tfds["images"]) == sorted(e.image_id for e in examples)
+    anns = {}
+    for doc, key in ((by_tfds, lambda im: im["file_name"]), (by_file, lambda im: Path(im["file_name"]).stem)):
+        ids = {im["id"]: key(im) for im in doc["images"]}
+        for a in doc["annotations"]:
+            anns.setdefault(doc is by_tfds, {}).setdefault(ids[a["image_id"]], []).append(
+                (a["segment_id"], a["segmentation"]["counts"], a["bbox"]))
+    assert anns[True] == anns[False]
+    res = _run([*data["args"], "--output_dir", str(tmp_path / "x"), "--tfds", "voc20"])
+    assert res.returncode == 2 and "expected NAME[:VERSION]/SPLIT" in res.stderr

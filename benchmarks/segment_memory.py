@@ -52,15 +52,15 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="segment-memory-"))
     write_random_checkpoint(tmp / "ckpt", tiny_spec("sdxl"), seed=3, std=0.2)
     rng = np.random.default_rng(0)
-    real = []
-    for i, (h, w) in enumerate([(64, 64), (48, 64), (64, 48)]):
-        real.append(tmp / f"real{i}.jpg")
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(real[-1])
+    (tmp / "real").mkdir()
     listing = tmp / "list.txt"
     with open(listing, "w") as fh:
         for i in range(args.paths):
-            if i % args.every == 0:
-                fh.write(f"{real[(i // args.every) % len(real)]}\n")
+            if i % args.every == 0:  # a file of its own (a path listed twice is segmented once)
+                h, w = [(64, 64), (48, 64), (64, 48)][(i // args.every) % 3]
+                real = tmp / "real" / f"real{i:08d}.jpg"
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(real)
+                fh.write(f"{real}\n")
             else:
                 fh.write(f"{tmp}/missing/photo_{i:08d}.jpg\n")
     out = tmp / "out"

@@ -8,12 +8,19 @@
 2. pipeline: the command at --batch_size per device over --devices devices, decoded ahead by
    --read_threads threads (Grain) and written behind;
 3. device alone: the same batched device step (`launch/batcher.py`) on images decoded
-   beforehand, in this process: the rate the pipeline would reach if input cost nothing.
+   beforehand, in a process of its own: the rate the pipeline would reach if input cost nothing.
+On a CPU the host devices share the machine's cores with each other and with decoding, so the
+pipeline is also run, and its device step timed alone, on one device (`*_one_device`): the
+pipeline's own effect, apart from the cost of splitting the cores.
 
-Per image size: images/s of each way (the command's own figure from summary.json: its loop,
-not the model loading), the pipeline's share of the device-alone rate, decode ms/image
+Per image size: images/s of each way, the pipeline's share of the device-alone rate, decode ms/image
 (summary.jsonl), device ms/image (way 3) and the share of the pipeline's run spent waiting for
-input. Median of --repeats runs after a warm-up run that fills the compilation cache. Host
+input. The command's figures are marginal: each repeat runs it on N images and on 2N (the same N, then N
+more of the same sizes) and takes the N extra images' time and input wait from its summary.json
+(the loop, not the model loading). A short run is otherwise dominated by what the first batches
+pay once (tracing and lowering every program, compiling or loading it from the cache): on this
+CPU about 6 s of a 96-image run. Median of --repeats, after a warm-up run that fills the
+compilation cache. Host
 devices (`--devices N` on a CPU) are `--xla_force_host_platform_device_count`; `--devices 0`
 uses the machine's own devices (a GPU). Prints JSON (and writes it to --out).
 """
@@ -87,7 +94,20 @@ def command(model, size, inputs, out, *, batch, threads, devices, cache) -> dict
     records = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
     decode = [r["seconds"]["decode"] for r in records[-figures["processed"]:]]
     figures["decode_ms"] = 1000 * statistics.mean(decode)
+    figures["wait_seconds"] = figures["input_wait_share"] * figures["loop_seconds"]
     return figures
+
+
+def marginal(model, size, small, large, out, **kw) -> dict:
+    """The command on `small` (N images) and on `large` (2N: the same N, then N more of the
+    same sizes): the N extra images' rate and input wait, with the first run's costs (tracing,
+    compiling or loading every program, filling the pipeline) cancelled out."""
+    a = command(model, size, small, out, **kw)
+    b = command(model, size, large, out, **kw)
+    extra, seconds = b["processed"] - a["processed"], b["loop_seconds"] - a["loop_seconds"]
+    return {"images_per_second": extra / seconds,
+            "input_wait_share": max(0.0, b["wait_seconds"] - a["wait_seconds"]) / seconds,
+            "whole_loop_images_per_second": b["images_per_second"], "decode_ms": b["decode_ms"]}
 
 
 DEVICE_ALONE = r"""
@@ -124,10 +144,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="hub id or local dir (default: a tiny random checkpoint)")
     ap.add_argument("--image_sizes", default="256,512")
-    ap.add_argument("--images", type=int, default=48)
+    ap.add_argument("--images", type=int, default=96,
+                    help="N; 3 working sizes: 96 fill one batch of 8 x 4 devices per size")
     ap.add_argument("--batch_size", type=int, default=8, help="per device")
     ap.add_argument("--devices", type=int, default=4, help="host devices (0: the machine's own)")
     ap.add_argument("--read_threads", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--jpeg_scale", type=float, default=1.0,
+                    help="JPEG long side / image size (photos are often larger than the working size)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
@@ -140,29 +163,42 @@ def main() -> None:
         write_random_checkpoint(tmp / "ckpt", tiny_spec("sdxl"), seed=3, std=0.2)
         model = str(tmp / "ckpt")
     report = {"machine": machine(), "model": args.model or "tiny random checkpoint (std 0.2)",
-              "images": args.images, "batch_per_device": args.batch_size,
+              "images": args.images, "jpeg_scale": args.jpeg_scale, "batch_per_device": args.batch_size,
               "devices": args.devices or "the machine's own", "read_threads": args.read_threads,
               "repeats": args.repeats, "sizes": {}}
     for size in (int(s) for s in args.image_sizes.split(",")):
-        inputs = tmp / f"jpegs-{size}"
-        write_jpegs(inputs, args.images, size)
+        inputs, large = tmp / f"jpegs-{size}", tmp / f"jpegs-{size}-x2"
+        write_jpegs(large, 2 * args.images, int(size * args.jpeg_scale))
+        inputs.mkdir()
+        for p in sorted(large.glob("*.jpg"))[: args.images]:
+            (inputs / p.name).symlink_to(p)
         cache = tmp / f"cache-{size}"
         ways = {"one_at_a_time": dict(batch=1, threads=0, devices=1 if args.devices else 0),
                 "pipeline": dict(batch=args.batch_size, threads=args.read_threads,
                                  devices=args.devices)}
+        if args.devices > 1:
+            ways["pipeline_one_device"] = dict(batch=args.batch_size, threads=args.read_threads,
+                                               devices=1)
         runs: dict[str, list] = {k: [] for k in ways}
         for name, kw in ways.items():
             command(model, size, inputs, tmp / f"out-{size}-{name}", cache=cache, **kw)  # warm-up
-        for _ in range(args.repeats):  # interleaved: drifts of the machine hit both alike
+        for _ in range(args.repeats):  # interleaved: drifts of the machine hit every way alike
             for name, kw in ways.items():
-                runs[name].append(command(model, size, inputs, tmp / f"out-{size}-{name}",
-                                          cache=cache, **kw))
+                runs[name].append(marginal(model, size, inputs, large, tmp / f"out-{size}-{name}",
+                                           cache=cache, **kw))
         alone = device_alone(model, size, inputs, batch=args.batch_size, devices=args.devices,
                              repeats=args.repeats)
         med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
+        whole = {k: statistics.median(r["whole_loop_images_per_second"] for r in v)
+                 for k, v in runs.items()}
         device_rate = statistics.median(alone["rates"])
+        extra = {}
+        if args.devices > 1:
+            one = device_alone(model, size, inputs, batch=args.batch_size, devices=1,
+                               repeats=args.repeats)
+            extra = {"device_alone_one_device": statistics.median(one["rates"])}
         report["sizes"][str(size)] = {
-            "images_per_second": {**med, "device_alone": device_rate},
+            "images_per_second": {**med, "device_alone": device_rate, **extra},
             "pipeline_share_of_device_alone": med["pipeline"] / device_rate,
             "pipeline_speedup_over_one_at_a_time": med["pipeline"] / med["one_at_a_time"],
             "decode_ms_per_image": statistics.median(r["decode_ms"] for r in runs["pipeline"]),
@@ -170,8 +206,14 @@ def main() -> None:
             "pipeline_input_wait_share": statistics.median(r["input_wait_share"] for r in runs["pipeline"]),
             "one_at_a_time_input_wait_share": statistics.median(
                 r["input_wait_share"] for r in runs["one_at_a_time"]),
+            "images_per_second_whole_loop_2n": whole,
             "runs": {k: [round(r["images_per_second"], 3) for r in v] for k, v in runs.items()},
         }
+        if extra:
+            report["sizes"][str(size)]["pipeline_one_device_share_of_device_alone_one_device"] = (
+                med["pipeline_one_device"] / extra["device_alone_one_device"])
+            report["sizes"][str(size)]["pipeline_one_device_speedup_over_one_at_a_time"] = (
+                med["pipeline_one_device"] / med["one_at_a_time"])
         print(json.dumps({size: report["sizes"][str(size)]}), file=sys.stderr, flush=True)
     text = json.dumps(report, indent=1)
     print(text)

@@ -2,8 +2,8 @@
 
 One jitted program per (batch, working size): `DiffCut.function(feature_batch=1)` runs the UNet
 one image at a time, so every image's labels are the same whatever batch and device it ran on.
-Parameters are replicated and the batch split over a mesh of this process's devices (no
-collective: on a pod, one slow host does not stall the others). Images are resized to the
+It is `shard_map`ped over a mesh of this process's devices: parameters replicated, each device
+runs its part of the batch (no collective: on a pod, one slow host does not stall the others). Images are resized to the
 working size on the device in a small program per input size, and the labels back to the input
 size on the host with the nearest-exact indices: the heavy program never sees an input size.
 
@@ -67,10 +67,14 @@ class Batcher:
         mesh = Mesh(np.asarray(devices), ("batch",))
         self._params = jax.device_put(seg.params, NamedSharding(mesh, P()))
         self._batch_sharding = NamedSharding(mesh, P("batch"))
-        f = seg.function(feature_batch=1)
+        # shard_map, not a sharded jit: each device runs the per-image program on its own images
+        # (XLA's partitioner does not split the UNet's loop over images across devices).
+        per_device = jax.shard_map(seg.function(feature_batch=1), mesh=mesh,
+                                   in_specs=(P(), P("batch")), out_specs=P("batch"),
+                                   check_vma=False)
 
         def segment_batch(params, images):
-            return f(params, images)
+            return per_device(params, images)
 
         self._fn = jax.jit(segment_batch, in_shardings=(NamedSharding(mesh, P()), self._batch_sharding),
                            out_shardings=self._batch_sharding)

@@ -235,6 +235,8 @@ def run(inputs: list[str]) -> int:
             from diffcut_jax.io.input_list import iter_paths, write_path_list
 
             problems: list[str] = []
+            for old in out_dir.glob(f".inputs-{process}-*.txt"):  # left by a killed run of ours
+                old.unlink(missing_ok=True)
             fd, list_file = tempfile.mkstemp(prefix=f".inputs-{process}-", suffix=".txt", dir=out_dir)
             os.close(fd)
             paths = write_path_list(iter_paths(inputs, FLAGS.inputs_from, problems), list_file)

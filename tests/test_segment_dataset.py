@@ -44,14 +44,15 @@ def _cmd(args):
     return [sys.executable, "-m", "diffcut_jax.launch.segment", *args]
 
 
-def _run(args, devices: int = 1):
+def _run(args, devices: int = 1, env=None):
     return subprocess.run(_cmd(args), cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=_env(devices))
+                          env=env or _env(devices))
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """40 images of 12 sizes and 3 unreadable files; the reference run (batch 1, one device)."""
+    """40 images of 12 sizes and 3 unreadable files; the reference run (batch 1, one device),
+    through Grain and without TensorFlow."""
     root = tmp_path_factory.mktemp("dataset")
     write_random_checkpoint(root / "ckpt", tiny_spec("sdxl"), seed=3, std=0.2)
     inputs = root / "in"
@@ -66,8 +67,14 @@ def data(tmp_path_factory):
     args = ["--model", str(root / "ckpt"), "--image_size", str(SIZE), "--tau", "0.5",
             f"--compilation_cache_dir={root / 'cache'}"]
     ref = root / "reference"
-    res = _run([*args, "--format", "png,coco", "--batch_size", "1", "--read_threads", "0",
-                "--output_dir", str(ref), str(inputs)])
+    # Photos need no TensorFlow: importing it fails in this run.
+    for name in ("tensorflow", "tensorflow_datasets"):
+        (root / "no_tf" / name).mkdir(parents=True)
+        (root / "no_tf" / name / "__init__.py").write_text("raise ImportError('not for photos')\n")
+    env = _env()
+    env["PYTHONPATH"] = str(root / "no_tf") + os.pathsep + env["PYTHONPATH"]
+    res = _run([*args, "--format", "png,coco", "--batch_size", "1", "--output_dir", str(ref),
+                str(inputs)], env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     _check_run(ref, res.stderr, devices=1)
     return {"root": root, "inputs": inputs, "args": args, "ref": ref}

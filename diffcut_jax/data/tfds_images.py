@@ -18,7 +18,7 @@ import numpy as np
 from diffcut_jax.data.tf_host import tf, tfds
 
 SPEC = re.compile(r"(?P<name>[^:/\s]+(?:/[^:/\s]+)?)(?::(?P<version>\d+(?:\.\d+)*))?[:/]"
-                  r"(?P<split>[^:/\s]+)")
+                  r"(?P<split>[^:/\s][^/\s]*)")
 KEY_FEATURES = ("image/filename", "file_name", "filename", "image_id", "image/id", "id")
 IMAGE_FEATURE = "image"
 

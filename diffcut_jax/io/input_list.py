@@ -76,6 +76,11 @@ class PathList:
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
+    def __iter__(self):
+        with open(self.file, encoding="utf-8") as fh:
+            for line in fh:
+                yield line[:-1]
+
     def __getitem__(self, i: int) -> str:
         if not 0 <= i < len(self):
             raise IndexError(f"path {i} of {len(self)}")

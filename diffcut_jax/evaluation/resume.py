@@ -72,16 +72,11 @@ def decode(data: bytes, name: str = "checkpoint") -> dict:
     return json.loads(body)
 
 
-def fingerprint_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+def fingerprint_differences(saved: dict, current: dict) -> list[str]:
     """`key: checkpoint X, now Y` for every leaf that differs (nested dicts flattened)."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += fingerprint_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
-    return out
+    from diffcut_jax.io.shards import differences
+
+    return differences(saved, current, before="checkpoint", after="now")
 
 
 def normalised(value: Any) -> Any:

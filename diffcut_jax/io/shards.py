@@ -33,15 +33,17 @@ class RunMismatchError(ValueError):
     """The output directory holds a run of other options or inputs."""
 
 
-def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """`key: earlier run X, this run Y` for every leaf that differs (nested dicts flattened)."""
+def differences(saved: dict, current: dict, *, before: str = "earlier run",
+                after: str = "this run", prefix: str = "") -> list[str]:
+    """`key: <before> X, <after> Y` for every leaf that differs (nested dicts flattened): what a
+    rerun changed against a saved fingerprint (here, and `eval`'s checkpoints)."""
     out = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{prefix}{key}.")
+            out += differences(a, b, before=before, after=after, prefix=f"{prefix}{key}.")
         elif a != b:
-            out.append(f"{prefix}{key}: earlier run {a!r}, this run {b!r}")
+            out.append(f"{prefix}{key}: {before} {a!r}, {after} {b!r}")
     return out
 
 

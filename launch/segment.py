@@ -165,10 +165,7 @@ class Stop:
 
 
 def run(inputs: list[str]) -> int:
-    from diffcut_jax.features.checkpoint import CheckpointError
-    from diffcut_jax.features.hub import ModelNotAvailableError
     from diffcut_jax.io import imageio, shards
-    from diffcut_jax.segmenter import DiffCut
 
     if not FLAGS.output_dir:
         sys.stderr.write("error: --output_dir is required\n")
@@ -188,7 +185,7 @@ def run(inputs: list[str]) -> int:
         sys.stderr.write(f"error: --format={','.join(FLAGS.format)}: choose one or more of "
                          f"{', '.join(FORMATS)}\n")
         return 2
-    from diffcut_jax.naming.labelling import Labeller, LabelOptions
+    from diffcut_jax.naming.labelling import LabelOptions
     from diffcut_jax.naming.vocabulary import parse_vocabulary
     from diffcut_jax.segmentation import SegmenterOptions
 
@@ -221,7 +218,7 @@ def run(inputs: list[str]) -> int:
         sys.stderr.write(f"removed {stale} partial file(s) left by an interrupted run\n")
 
     # The inputs: listed once (paths to a file read by index), or a TFDS split.
-    list_file = None
+    list_file = paths = builder = split = None
     try:
         if FLAGS.tfds:
             from diffcut_jax.data import tfds_images
@@ -230,7 +227,6 @@ def run(inputs: list[str]) -> int:
             builder = tfds_images.open_builder(name, FLAGS.data_dir)
             total = tfds_images.num_examples(builder, split)
             input_id = {"tfds": builder.info.full_name, "split": split, "examples": total}
-            paths = None
         else:
             from diffcut_jax.io.input_list import iter_paths, write_path_list
 
@@ -252,21 +248,29 @@ def run(inputs: list[str]) -> int:
                    "info": {"model": FLAGS.model,
                             "vocabulary": None if vocabulary is None else list(vocabulary.names)}}
         shards.check_run(out_dir, run_doc, overwrite=FLAGS.overwrite)
-        return _segment(out_dir, process, count, paths, builder if paths is None else None,
-                        split if paths is None else None, total, formats, vocabulary, label_opts,
-                        DiffCut, Labeller, (ModelNotAvailableError, CheckpointError, ValueError))
-    except ValueError as e:  # RunMismatchError included
+    except ValueError as e:  # bad inputs or options; RunMismatchError included
+        if list_file is not None:
+            Path(list_file).unlink(missing_ok=True)
         sys.stderr.write(f"error: {e}\n")
         return 2
+    try:
+        return _segment(out_dir, process, count, paths, builder, split, total, formats,
+                        vocabulary, label_opts)
     finally:
         if list_file is not None:
             Path(list_file).unlink(missing_ok=True)
 
 
 def _segment(out_dir, process, count, paths, builder, split, total, formats, vocabulary,
-             label_opts, DiffCut, Labeller, model_errors) -> int:  # noqa: N803 - classes passed in
+             label_opts) -> int:
+    """This process's share of the inputs: resume, load the model, stream, finish."""
+    import itertools
 
+    from diffcut_jax.features.checkpoint import CheckpointError
+    from diffcut_jax.features.hub import ModelNotAvailableError
     from diffcut_jax.io import coco_output, imageio, shards
+    from diffcut_jax.naming.labelling import Labeller
+    from diffcut_jax.segmenter import DiffCut
 
     from .batcher import Batcher, BatchOutOfMemory
     from .segment_inputs import path_items, share_size, tfds_items
@@ -297,8 +301,8 @@ def _segment(out_dir, process, count, paths, builder, split, total, formats, voc
             shards.clear(out_dir, process)
         start, skip, reopened = writer.resume()
     elif not FLAGS.overwrite and paths is not None:
-        skip = {pos for pos in range(share) if all(
-            p.exists() for p in outputs(paths[process + pos * count]).values())}
+        skip = {pos for pos, key in enumerate(itertools.islice(paths, process, None, count))
+                if all(p.exists() for p in outputs(key).values())}
     already = start + len(skip)
     if already:
         sys.stderr.write(f"{already} image(s) already done ("
@@ -324,7 +328,7 @@ def _segment(out_dir, process, count, paths, builder, split, total, formats, voc
                 image_size=label_opts.clip_image_size or seg.options.image_size,
                 square=seg.options.square, normalize_input=label_opts.clip_normalize,
                 cache=common.text_cache_dir(), progress=True)
-    except model_errors as e:
+    except (ModelNotAvailableError, CheckpointError, ValueError) as e:
         return common.model_error_exit(e)
     load_s = time.perf_counter() - t0
     batcher = Batcher(seg, FLAGS.batch_size)

@@ -28,6 +28,11 @@ def meta(z, key: str) -> dict:
     return json.loads(str(z[key]))
 
 
+# 12 input sizes, 3 working sizes at image_size 64: (64, 64), (32, 64) and (64, 32).
+MIXED_SIZES = [(60, 64), (62, 64), (63, 64), (64, 64), (30, 64), (28, 64), (34, 64), (36, 64),
+               (64, 30), (64, 25), (64, 36), (64, 38)]
+
+
 def same_partition(a, b) -> bool:
     return not partition_mismatch(a, b).any()
 

@@ -293,7 +293,7 @@ def test_random_open_clip_writer_tiny_and_full_size(tmp_path):
 def test_labeller_runs_the_clip_trunk_once_per_clip_working_size(tiny_clip, compile_counter):
     """Inputs of 12 sizes sharing 3 CLIP working sizes compile the trunk program 3 times (the
     resizes, the heads and the per-pixel map are small or host work)."""
-    from tests.test_segmenter import MIXED_SIZES
+    from tests.helpers import MIXED_SIZES
 
     # normalize_input: a static setting no other test compiled (the jit caches are per process).
     lab = Labeller(tiny_clip, "cat;dog;sky", image_size=64, normalize_input=True)

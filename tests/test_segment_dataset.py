@@ -21,14 +21,11 @@ from PIL import Image
 
 from diffcut_jax.io import imageio
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
-from tests.helpers import REPO
+from tests.helpers import MIXED_SIZES, REPO
 
 pytestmark = pytest.mark.slow
 
 SIZE = 64
-# 12 input sizes, 3 working sizes at image_size 64: (64, 64), (32, 64) and (64, 32).
-MIXED_SIZES = [(60, 64), (62, 64), (63, 64), (64, 64), (30, 64), (28, 64), (34, 64), (36, 64),
-               (64, 30), (64, 25), (64, 36), (64, 38)]
 UNREADABLE = {"bad.png": "not an image", "empty.jpg": "empty file", "trunc.png": "truncated"}
 
 

@@ -20,7 +20,7 @@ from diffcut_jax.io import coco_output, imageio
 from diffcut_jax.io.image_ops import working_size
 from diffcut_jax.segmenter import DiffCut
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
-from tests.helpers import REPO, SHARED
+from tests.helpers import MIXED_SIZES, REPO, SHARED
 
 IMAGES = sorted((SHARED / "images").glob("*"))
 SIZE = 64  # working size for the tiny model (features 2 x 2 .. 2 x 2)
@@ -361,9 +361,6 @@ def test_offline_default_clip_model_says_how_to_download(tiny_root, tmp_path):
     assert "model loaded" not in res.stderr and "Retrying" not in res.stderr
 
 
-# 12 input sizes, 3 working sizes at image_size 64: (64, 64), (32, 64) and (64, 32).
-MIXED_SIZES = [(60, 64), (62, 64), (63, 64), (64, 64), (30, 64), (28, 64), (34, 64), (36, 64),
-               (64, 30), (64, 25), (64, 36), (64, 38)]
 
 
 @pytest.mark.slow

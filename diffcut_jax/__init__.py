@@ -9,6 +9,7 @@ sit above. Imports run one way, downwards (tests/test_layout.py).
 """
 from diffcut_jax.coherence import coherence_map
 from diffcut_jax.cut.autosc import autosc
+from diffcut_jax.cut.kway import kway_ncut
 from diffcut_jax.cut.ncut import recursive_ncut
 from diffcut_jax.features.extractor import DiffusionFeatureExtractor, load_extractor
 from diffcut_jax.masks.concepts import assign_concepts
@@ -21,5 +22,5 @@ from diffcut_jax.segmenter import DiffCut
 __all__ = [
     "DEFAULT_CLIP", "ClipModel", "DiffCut", "DiffusionFeatureExtractor", "LabelOptions", "Labeller",
     "Labelling", "TextClassifier", "Vocabulary", "assign_concepts", "autosc", "coherence_map",
-    "load_clip", "load_extractor", "pamr", "parse_vocabulary", "recursive_ncut", "refine",
+    "kway_ncut", "load_clip", "load_extractor", "pamr", "parse_vocabulary", "recursive_ncut", "refine",
 ]

@@ -103,7 +103,8 @@ def diffcut(batch: int = 1, *, refinement: bool = False, size: int = 1024,
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
     args = (ex.params, images, _abstract(ex.noise_for((size, size))), _scalar(), _scalar())
     name = (f"DiffCut batch function, {size} x {size}"
-            + (", AutoSC" if opts.method == "autosc" else "") + (", refinement" if refinement else ""))
+            + {"autosc": ", AutoSC", "kway": ", K-way"}.get(opts.method, "")
+            + (", refinement" if refinement else ""))
     return Program(name, fn, args, batch)
 
 
@@ -235,7 +236,7 @@ def accelerator_programs(backend: str, devices=None) -> list[Program]:
     gpu_like = {"cuda": "gpu", "rocm": "gpu"}.get(backend, backend)
     kw = dict(dtype=jnp.dtype(default_dtype(gpu_like)).name, backend=gpu_like)
     return [diffcut(1, formulation="level", **kw), diffcut(1, refinement=True, formulation="level", **kw),
-            diffcut(1, method="autosc", **kw),
+            diffcut(1, method="autosc", **kw), diffcut(1, method="kway", **kw),
             *evaluator("voc20", {"segmentation.formulation": "level"}, devices=devices, **kw),
             labeller(1)]
 
@@ -244,6 +245,7 @@ def catalogue(model: str = "ssd-1b", dtype: str = "float32") -> list[Program]:
     """The programs of docs/performance.md's memory table, at the paper's sizes and the configs' settings."""
     progs = [diffcut(b, refinement=r, model=model, dtype=dtype) for r in (False, True)
              for b in (1, 16)]
+    progs += [diffcut(16, refinement=r, model=model, dtype=dtype, method="kway") for r in (False, True)]
     progs += evaluator("voc20", model=model, dtype=dtype)
     progs += evaluator("voc20", {"segmentation.refinement": True}, model=model, dtype=dtype)
     progs += evaluator("openvoc_voc20", model=model, dtype=dtype)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from diffcut_jax.cut.autosc import autosc
+from diffcut_jax.cut.kway import DEFAULT_THRESHOLD, kway_ncut
 from diffcut_jax.cut.labels import consecutive
 from diffcut_jax.cut.ncut import recursive_ncut
 from diffcut_jax.features.extractor import extract
@@ -29,7 +30,8 @@ from diffcut_jax.masks.concepts import assign_concepts
 from diffcut_jax.masks.pamr import refine
 from diffcut_jax.options import option
 
-METHODS = ("ncut", "autosc")
+METHODS = ("ncut", "autosc", "kway")
+KWAY_STARTS = ("spectral", "ncut")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class SegmenterOptions:
 
     tau: float = option(0.5, "NCut threshold: a split is kept if its NCut < tau (traced).")
     alpha: float = option(10.0, "Affinity exponent (traced).")
-    method: str = option("ncut", "Recursive NCut, or AutoSC (no tau).", choices=METHODS)
+    method: str = option("ncut", "The cut: recursive NCut, AutoSC (no tau), or the K-way NCut "
+                                 "(docs/algorithm.md §6).", choices=METHODS)
     refinement: bool = option(False, "PAMR refinement + 3x3 median.")
     pamr_num_iter: int = option(10, "PAMR iterations.")
     pamr_dilations: tuple[int, ...] = option((1, 2, 4, 8), "PAMR dilations.")
@@ -49,6 +52,16 @@ class SegmenterOptions:
     autosc_use_chosen_alpha: bool = option(
         False, "AutoSC: cluster with the chosen alpha's eigenvectors (False reproduces the "
                "original's bug, docs/algorithm.md §5).")
+    kway_start: str = option("spectral", "K-way: start from the spectrum (K = eigenvalues above "
+                                         "kway_threshold; no tau), or polish the recursive NCut's "
+                                         "partition (K = its segments; tau applies).",
+                             choices=KWAY_STARTS)
+    kway_threshold: float = option(DEFAULT_THRESHOLD, "K-way spectral start: K = eigenvalues of "
+                                   "D^-1/2 W D^-1/2 above this.")
+    kway_min_segments: int = option(2, "K-way spectral start: the least K.")
+    kway_max_segments: int = option(32, "K-way: the largest K (the solver's static width; a "
+                                        "polished partition with more is kept as it is).")
+    kway_max_iter: int = option(100, "K-way: solver iterations (one trial step each).")
     formulation: str = option("auto", "NCut formulation (docs/algorithm.md §2.3): stack on CPU, "
                                         "level on GPU/TPU by default.",
                                choices=("auto", "stack", "level"))
@@ -60,6 +73,12 @@ class SegmenterOptions:
             raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
         if self.pamr_num_iter < 0 or not self.pamr_dilations:
             raise ValueError("pamr_num_iter must be >= 0 and pamr_dilations non-empty")
+        if self.kway_start not in KWAY_STARTS:
+            raise ValueError(f"kway_start must be one of {KWAY_STARTS}, got {self.kway_start!r}")
+        if not 1 <= self.kway_min_segments <= self.kway_max_segments or self.kway_max_iter < 1:
+            raise ValueError("need 1 <= kway_min_segments <= kway_max_segments and "
+                             f"kway_max_iter >= 1, got {self.kway_min_segments}, "
+                             f"{self.kway_max_segments}, {self.kway_max_iter}")
         object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
 
     @property
@@ -88,9 +107,16 @@ class FeatureModel:
 
 
 def coarse_segments(feats, tau, alpha, options: SegmenterOptions):
-    """(B, h, w, C) features -> (B, h, w) labels by recursive NCut (tau, alpha traced) or AutoSC."""
+    """(B, h, w, C) features -> (B, h, w) labels by recursive NCut (tau, alpha traced), AutoSC,
+    or the K-way NCut (alpha traced; tau only when it polishes the recursive partition)."""
     if options.method == "ncut":
         return recursive_ncut(feats, tau, alpha, formulation=options.formulation)
+    if options.method == "kway":
+        init = (recursive_ncut(feats, tau, alpha, formulation=options.formulation)
+                if options.kway_start == "ncut" else None)
+        return kway_ncut(feats, alpha, init=init, threshold=options.kway_threshold,
+                         min_segments=options.kway_min_segments,
+                         max_segments=options.kway_max_segments, max_iter=options.kway_max_iter)
     return autosc(feats, use_chosen_alpha=options.autosc_use_chosen_alpha)
 
 

@@ -47,6 +47,7 @@ CALLS = {
     "pamr": lambda i: dc.pamr(_image(i), _masks(i)),
     "refine": lambda i: dc.refine(_image(i), _masks(i)),
     "autosc": lambda i: dc.autosc(_features(i)),
+    "kway_ncut": lambda i: dc.kway_ncut(_features(i), 10.0 - i % 2, threshold=0.9 - 0.01 * (i % 3)),
     "coherence_map": lambda i: dc.coherence_map(_features(i), (i % 12, (3 * i) % 12)),
 }
 

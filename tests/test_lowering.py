@@ -1,5 +1,5 @@
 """Every accelerator program lowers for cuda and tpu on this CPU-only machine (`jax.export`):
-the `DiffCut` batch function at 1024 x 1024 (NCut and AutoSC), the evaluator step under `shard_map` over 8 host
+the `DiffCut` batch function at 1024 x 1024 (NCut, AutoSC and the K-way NCut), the evaluator step under `shard_map` over 8 host
 devices, and the labeller step (benchmarks/lowering.py, whose table is in docs/performance.md)."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_every_program_lowers_for_cuda_and_tpu(tmp_path):
     rows = {(r["program"], r["platform"]): r for r in report["rows"]}
     for platform in ("cuda", "tpu"):
         names = [n for n, p in rows if p == platform]
-        assert len(names) == 5, names
+        assert len(names) == 6, names
         assert any("evaluator step" in n for n in names)
         for name in names:
             r = rows[(name, platform)]
@@ -40,5 +40,8 @@ def test_every_program_lowers_for_cuda_and_tpu(tmp_path):
         # AutoSC lowers too (no pivoted-QR custom call: geqp3 has no TPU lowering).
         autosc = rows[("DiffCut batch function, 1024 x 1024, AutoSC", platform)]
         assert autosc["module_kib"] > 0 and not any("geqp3" in c for c in autosc["custom_calls"])
+        # The K-way NCut: its solver loop, no pivoted QR either.
+        kway = rows[("DiffCut batch function, 1024 x 1024, K-way", platform)]
+        assert kway["while"] >= 2 and not any("geqp3" in c for c in kway["custom_calls"])
     # The evaluator step covers 8 devices x the per-device batch.
     assert rows[("voc20 evaluator step (prediction), masks 128", "cuda")]["batch"] == 64

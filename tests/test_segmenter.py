@@ -75,7 +75,8 @@ def test_one_compiled_program_per_shape_and_static_options(seg, compile_counter)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [dict(refinement=True), dict(method="autosc"), dict(square=True)])
+@pytest.mark.parametrize("options", [dict(refinement=True), dict(method="autosc"), dict(square=True),
+                                     dict(method="kway"), dict(method="kway", kway_start="ncut")])
 def test_options(seg, options):
     s = seg.with_options(**options)
     labels = np.asarray(s(jax.random.uniform(jax.random.PRNGKey(2), (1, 50, 30, 3))))

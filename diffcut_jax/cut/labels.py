@@ -24,3 +24,35 @@ def partition_mismatch(a, b) -> np.ndarray:
             vals, counts = np.unique(y[sel], return_counts=True)
             bad |= sel & (y != vals[np.argmax(counts)])
     return bad
+
+
+def _contingency(a, b) -> np.ndarray:
+    _, ai = np.unique(np.asarray(a).ravel(), return_inverse=True)
+    _, bi = np.unique(np.asarray(b).ravel(), return_inverse=True)
+    table = np.zeros((ai.max() + 1, bi.max() + 1), np.int64)
+    np.add.at(table, (ai, bi), 1)
+    return table
+
+
+def adjusted_rand_index(a, b) -> float:
+    """Hubert and Arabie's adjusted Rand index of two labelings (NumPy, host side): 1 for the same
+    partition, about 0 for independent ones."""
+    table = _contingency(a, b)
+    comb = lambda x: (x * (x - 1) / 2.0).sum()  # noqa: E731
+    n = table.sum()
+    pairs, rows, cols = comb(table), comb(table.sum(1)), comb(table.sum(0))
+    expected = rows * cols / max(n * (n - 1) / 2.0, 1.0)
+    top = 0.5 * (rows + cols) - expected
+    return 1.0 if top == 0 else float((pairs - expected) / top)
+
+
+def matched_miou(pred, truth) -> float:
+    """Mean IoU over the true segments after a one-to-one Hungarian matching of predicted segments
+    to true ones (unmatched true segments score 0)."""
+    from scipy.optimize import linear_sum_assignment
+
+    table = _contingency(truth, pred).astype(np.float64)
+    union = table.sum(1)[:, None] + table.sum(0)[None, :] - table
+    iou = table / np.maximum(union, 1.0)
+    r, c = linear_sum_assignment(-iou)
+    return float(iou[r, c].sum() / table.shape[0])

@@ -42,7 +42,7 @@ class SegmenterOptions:
     tau: float = option(0.5, "NCut threshold: a split is kept if its NCut < tau (traced).")
     alpha: float = option(10.0, "Affinity exponent (traced).")
     method: str = option("ncut", "The cut: recursive NCut, AutoSC (no tau), or the K-way NCut "
-                                 "(docs/algorithm.md §6).", choices=METHODS)
+                                 "(docs/algorithm.md §8).", choices=METHODS)
     refinement: bool = option(False, "PAMR refinement + 3x3 median.")
     pamr_num_iter: int = option(10, "PAMR iterations.")
     pamr_dilations: tuple[int, ...] = option((1, 2, 4, 8), "PAMR dilations.")

@@ -45,8 +45,8 @@ def _records(out):
 
 @pytest.mark.parametrize("extra", [[], ["--refinement"],
                                    ["--vocabulary", "cat;dog;grass,lawn;sky;person",
-                                    "--clip_model", str(CLIP)]],
-                         ids=["plain", "refinement", "vocabulary"])
+                                    "--clip_model", str(CLIP)], ["--method", "kway"]],
+                         ids=["plain", "refinement", "vocabulary", "kway"])
 def test_segment_at_the_default_size(tiny_root, tmp_path, extra):
     out = tmp_path / "out"
     res = _command("segment", ["--model", str(tiny_root), "--tau", "0.9", "--output_dir", str(out),
@@ -83,7 +83,9 @@ def voc(tmp_path_factory):
 
 
 @pytest.mark.parametrize("config", [["--config=voc20", "--config.segmentation.refinement=True"],
-                                    ["--config=openvoc_voc20"]], ids=["voc20_pamr", "openvoc_voc20"])
+                                    ["--config=openvoc_voc20"],
+                                    ["--config=voc20", "--config.segmentation.method=kway"]],
+                         ids=["voc20_pamr", "openvoc_voc20", "voc20_kway"])
 def test_eval_at_the_configured_sizes(tiny_root, voc, tmp_path, config):
     pytest.importorskip("tensorflow_datasets")
     args = [*config, f"--config.model.path={tiny_root}", f"--data_dir={voc / 'tfds'}",
@@ -96,7 +98,11 @@ def test_eval_at_the_configured_sizes(tiny_root, voc, tmp_path, config):
     r = json.loads((tmp_path / "work" / "results.json").read_text())
     assert r["images"] == 2
     seg = r["config"]["segmentation"]
-    assert seg["image_size"] == 1024 and seg["refinement"] is True
+    assert seg["image_size"] == 1024
+    if "--config.segmentation.method=kway" in config:
+        assert seg["method"] == "kway" and seg["kway_start"] == "spectral"
+    else:
+        assert seg["refinement"] is True
     if config[0] == "--config=openvoc_voc20":
         assert r["config"]["mask_size"] == 1024 and seg["pamr_num_iter"] == 15
         assert len(seg["pamr_dilations"]) == 8

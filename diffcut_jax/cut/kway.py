@@ -1,4 +1,4 @@
-"""Discrete K-way normalized cut by proximal linearization (Falcon, ICLR 2026; docs/algorithm.md §6).
+"""Discrete K-way normalized cut by proximal linearization (Falcon, ICLR 2026; docs/algorithm.md §8).
 
 The graph is the recursive NCut's (`graph.affinity`: min-max cosine similarities to the power
 alpha), so the two cuts differ only in how they partition it. With a one-hot assignment X (N x K),

@@ -20,7 +20,7 @@ it measured, and each has a wall-clock guard: a section (or its remaining runs) 
 its budget records "skipped: over N s" instead of eating the window:
   setup        weights on the device (s), the UNet dtype and the VAE's precision policy;
   features     images/s at batch 8 and 16 (compile + first call apart);
-  ncut         NCut + assignment to 128 x 128 on 16 generated maps, ms per image at batch 1 and 16,
+  ncut         NCut (stack, level) and the K-way NCut + assignment to 128 x 128 on 16 generated maps, ms per image at batch 1 and 16,
                both formulations, segments and dense fallbacks, and level/stack parity;
   end_to_end   `DiffCut`'s batch program at batch 16 on region images, without and with
                refinement: images/s and segments per image;
@@ -276,8 +276,11 @@ def ncut_section(args, report, guard, dc, partition_mismatch, region_features) -
     feats = jnp.asarray(np.stack(maps))
     report["ncut"] = {}
     labels = {}
-    for form in ("stack", "level"):
+    for form in ("stack", "level", "kway"):
         def program(f, form=form):
+            if form == "kway":  # the K-way NCut on the same graph (no dense fallback)
+                lab = dc.kway_ncut(f, 10.0)
+                return dc.assign_concepts(f, lab, (128, 128)), lab, jnp.zeros(f.shape[0], jnp.int32)
             lab, info = dc.recursive_ncut(f, 0.5, 10.0, formulation=form, return_info=True)
             return dc.assign_concepts(f, lab, (128, 128)), lab, info.dense_fallbacks
 
@@ -302,7 +305,7 @@ def ncut_section(args, report, guard, dc, partition_mismatch, region_features) -
             row["segments"] = [int(x.max()) + 1 for x in labels[form]]
             row["dense_fallbacks"] = [int(d) for d in np.asarray(dense)]
         report["ncut"][form] = row
-    if len(labels) == 2:
+    if "stack" in labels and "level" in labels:
         # Nodes outside a one-to-one match of the two partitions. On CPU (jax 0.10.2) these maps
         # give 0-2 per map: the exact-zero rows whose side round-off decides (docs/differences.md).
         diff = [int(partition_mismatch(a, b).sum()) for a, b in zip(labels["stack"], labels["level"])]

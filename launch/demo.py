@@ -34,7 +34,9 @@ flags.DEFINE_string("host", "127.0.0.1", "Address to serve on (0.0.0.0: every in
 flags.DEFINE_integer("port", 7860, "Port to serve on.")
 flags.DEFINE_integer("max_pixels", 40_000_000, "Larger uploads are refused with a message.")
 common.define_model_flags()
-common.define_option_flags(("tau", "alpha", "refinement", "image_size", "square", "method"))
+DEMO_OPTIONS = ("tau", "alpha", "refinement", "image_size", "square", "method", "kway_start",
+                "kway_threshold")
+common.define_option_flags(DEMO_OPTIONS)
 
 
 def run(argv: list[str]) -> int:
@@ -59,8 +61,7 @@ def run(argv: list[str]) -> int:
         return common.model_error_exit(problem)
     try:
         seg = DiffCut.from_pretrained(FLAGS.model, dtype=FLAGS.dtype, timestep=FLAGS.timestep,
-                                      seed=FLAGS.seed, **common.options_from_flags(
-                                          ("tau", "alpha", "refinement", "image_size", "square", "method")))
+                                      seed=FLAGS.seed, **common.options_from_flags(DEMO_OPTIONS))
     except (ModelNotAvailableError, CheckpointError, ValueError) as e:
         return common.model_error_exit(e)
     session = DemoSession(seg, clip_model=FLAGS.clip_model or None,

@@ -25,7 +25,7 @@ def test_quick_mode_smoke(tmp_path):
     assert list(r["wall_s"]) == ["setup", "features", "ncut", "end_to_end", "pipeline", "memory",
                                  "targets"]
     assert set(r["features"]) == {"batch8", "batch16"}
-    for form in ("stack", "level"):
+    for form in ("stack", "level", "kway"):
         assert set(r["ncut"][form]) == {"batch1", "batch16", "segments", "dense_fallbacks"}
     parity = r["ncut"]["level_stack_parity"]
     assert len(parity["nodes_differing"]) == 16

@@ -47,7 +47,7 @@ RHO_START = 0.25  # first inertia, as a fraction of the image's largest gain
 RHO_MIN = 1.0 / 64.0
 RHO_MAX = 0.999  # at this inertia only the best rows move: refused there means converged
 OVERSAMPLE = 4  # extra columns of the subspace iteration beyond max_segments
-SUBSPACE_ITERS = 5
+SUBSPACE_ITERS = 4
 LLOYD_ITERS = 10
 
 

@@ -3,7 +3,8 @@ options), whatever the input sizes.
 
     seg = DiffCut.from_pretrained("segmind/SSD-1B", tau=0.5, alpha=10, refinement=True)
     labels = seg(images)                     # (B, H, W, 3) in [0, 1] -> (B, H, W) int32
-    results = seg.segment_files(paths)       # decode, run, per-file results
+    for r in seg.segment_files(paths, batch_size=4):   # lazily, in input order
+        r.labels, r.error
 
 The batch path: a small program resizes the images to the working size
 (`image_ops.resize_images`); the heavy one (`segmentation.segment_images`: features, NCut or
@@ -16,10 +17,9 @@ recompile.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,13 +27,16 @@ import numpy as np
 
 from diffcut_jax.features.extractor import DiffusionFeatureExtractor, load_extractor
 from diffcut_jax.io.image_ops import resize_images, resize_labels_nearest, working_size
-from diffcut_jax.io.imageio import ImageReadError, read_rgb
+from diffcut_jax.io.imageio import DEFAULT_MAX_PIXELS
 from diffcut_jax.segmentation import (
     FeatureModel,
     SegmenterOptions,
     segment_fn,
     segment_images,
 )
+from diffcut_jax.streaming.batcher import Batcher
+from diffcut_jax.streaming.inputs import default_read_threads, iter_path_items
+from diffcut_jax.streaming.ordered import OrderedStream
 
 
 @dataclass
@@ -149,37 +152,33 @@ class DiffCut:
         labels = resize_labels_nearest(labels, out)
         return labels[0] if single else labels
 
-    def segment_files(self, paths: Iterable[str | Path], *, batch_size: int = 1,
-                      keep_images: bool = False) -> list[FileResult]:
-        """Decode and segment files; unreadable ones come back with `error` set (never raised).
+    def segment_files(self, paths: Iterable[str | Path], *, batch_size: int = 1, devices=None,
+                      read_threads: int | None = None, read_ahead: int | None = None,
+                      window: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      keep_images: bool = False) -> Iterator[FileResult]:
+        """Decode and segment files, lazily: a generator of one `FileResult` per path, in input
+        order; unreadable files come back with `error` set (never raised).
 
-        Consecutive files of identical size are batched together, up to `batch_size`.
+        The engine of `label_dataset` and the `segment` command (`streaming/`): `paths` (any
+        iterable, read a chunk at a time) are decoded ahead by `read_threads` Grain threads
+        (default min(16, CPUs); 0: in this loop), grouped by working size and batched,
+        `batch_size` per device, over `devices` (default every local device), at most `window`
+        files held between reading and their result (default 8 batches; a group is dispatched
+        part-full when its oldest file reaches the window's edge). Memory stays flat over any
+        number of files; the labels equal `seg(image)`'s (one process configuration).
         """
-        results: list[FileResult] = []
-        pending: list[tuple[FileResult, np.ndarray]] = []
-
-        def flush():
-            if not pending:
-                return
-            t = time.perf_counter()
-            labels = np.asarray(self(np.stack([im for _, im in pending])))
-            dt = (time.perf_counter() - t) / len(pending)
-            for (res, im), lab in zip(pending, labels):
-                res.labels, res.seconds = lab, dt
-                res.num_segments = int(lab.max()) + 1
-                res.image = im if keep_images else None
-            pending.clear()
-
-        for p in paths:
-            res = FileResult(Path(p))
-            results.append(res)
-            try:
-                image = read_rgb(p)
-            except ImageReadError as e:
-                res.error = str(e)
+        batcher = Batcher(self, batch_size, devices)
+        threads = default_read_threads() if read_threads is None else int(read_threads)
+        if threads < 0:
+            raise ValueError(f"read_threads must be 0 or more, got {read_threads}")
+        buffer = read_ahead or max(2 * batcher.size, threads, 1)
+        items = iter_path_items(paths, max_pixels=max_pixels, threads=threads, buffer=buffer)
+        for done in OrderedStream(batcher, items, window=window):
+            item = done.item
+            if done.labels is None:
+                yield FileResult(Path(item.key), error=done.error, seconds=item.seconds)
                 continue
-            if pending and (pending[0][1].shape != image.shape or len(pending) >= batch_size):
-                flush()
-            pending.append((res, image))
-        flush()
-        return results
+            yield FileResult(Path(item.key), labels=done.labels,
+                             image=done.image if keep_images else None,
+                             num_segments=int(done.labels.max()) + 1, seconds=done.seconds)
+

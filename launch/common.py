@@ -47,7 +47,10 @@ def options_from_flags(names=None, options=None) -> dict:
         if names is not None and f.name not in names:
             continue
         value = flags.FLAGS[f.name].value
-        out[f.name] = tuple(int(v) for v in value) if isinstance(f.default, tuple) else value
+        if isinstance(f.default, tuple):  # a list flag, typed as the default's elements
+            kind = type(f.default[0]) if f.default else str
+            value = tuple(kind(v) for v in value)
+        out[f.name] = value
     return out
 
 
@@ -78,27 +81,6 @@ def initialize_distributed() -> None:
                                    process_id=flags.FLAGS.process_id)
 
 
-class Progress:
-    """Progress on stderr through tqdm (count, rate, ETA), with a count per status
-    (`ok=12 failed=1`) and an optional note (the running mIoU)."""
-
-    def __init__(self, total: int, *, done: int = 0, unit: str = "img", stream=None):
-        from tqdm import tqdm
-
-        self.counts: dict[str, int] = {}
-        self.bar = tqdm(total=total, initial=done, unit=unit, file=stream or sys.stderr,
-                        dynamic_ncols=True, smoothing=0.1)
-
-    def update(self, status: str, extra: str = "") -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
-        parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
-        self.bar.set_postfix_str(f"{parts}{' ' + extra if extra else ''}", refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def clip_loading_message(clip_model, vocabulary) -> str:
     """What the (silent, up to a minute on a CPU) CLIP loading and text encoding is doing."""
     from diffcut_jax.naming.clip_model import VILD_TEMPLATES
@@ -106,20 +88,6 @@ def clip_loading_message(clip_model, vocabulary) -> str:
     names = sum(len(c) for c in vocabulary.classes)
     return (f"loading CLIP {clip_model}; encoding {len(vocabulary)} classes ({names} names x "
             f"{len(VILD_TEMPLATES)} templates)\n")
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """Whether `err` is XLA's allocation failure (device memory, or host memory on a CPU)."""
-    text = str(err)
-    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
-
-
-def out_of_memory_message(program: str, details: str, advice: str) -> str:
-    """One line: which program ran out of memory, on what, at which sizes, and what to lower."""
-    import jax
-
-    dev = jax.devices()[0]
-    return f"out of memory on {dev.platform} ({dev.device_kind}) in {program} ({details}): {advice}"
 
 
 def unavailable_model(model, clip_model=None) -> Exception | None:

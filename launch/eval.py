@@ -31,6 +31,9 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
+from diffcut_jax.io.progress import Progress
+from diffcut_jax.streaming.memory import is_out_of_memory, out_of_memory_message
+
 from . import common
 
 FLAGS = flags.FLAGS
@@ -226,7 +229,7 @@ def evaluator_oom_message(cfg) -> str:
     if is_openvocab(cfg):
         details += f", CLIP at {cfg.openvocab.clip_image_size or s}"
         advice += ", or --config.openvocab.clip_image_size"
-    return common.out_of_memory_message(f"the {cfg.benchmark} evaluator step", details, advice)
+    return out_of_memory_message(f"the {cfg.benchmark} evaluator step", details, advice)
 
 
 def is_openvocab(cfg) -> bool:
@@ -320,7 +323,7 @@ def run(args: list[str]) -> int:
         state = (skip, start["processes"][jax.process_index()])
         sys.stderr.write(f"resuming after batch {skip} ({len(state[1]['per_image'])} image(s) of "
                          f"this process done) from {store.folder}\n")
-    progress = common.Progress(local_total, done=0 if state is None else len(state[1]["per_image"]))
+    progress = Progress(local_total, done=0 if state is None else len(state[1]["per_image"]))
     policy = resume.CheckpointPolicy(store, evaluator, FLAGS.checkpoint_every)
     previous = signal.signal(signal.SIGTERM, policy.on_sigterm)
     try:
@@ -331,7 +334,7 @@ def run(args: list[str]) -> int:
         sys.stderr.write(f"\n{e} in {store.folder}; rerun the same command to continue\n")
         return 128 + signal.SIGTERM
     except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-        if not common.is_out_of_memory(e):
+        if not is_out_of_memory(e):
             raise
         sys.stderr.write("\nerror: " + evaluator_oom_message(cfg) + "\n")
         return 1

@@ -15,12 +15,14 @@ RANKS = {
     "features": 1, "cut": 2, "masks": 3, "naming": 4,  # the stages, in the pipeline's order
     # The compositions of the stages (imports among them checked for cycles).
     "segmentation": 5, "segmenter": 5, "coherence": 5, "demo": 5, "testing": 5,
-    "evaluation": 6,
+    "streaming": 5,  # files through the segmenter at scale (`DiffCut.segment_files`)
+    "evaluation": 6, "engine": 6,  # a benchmark's evaluation; a dataset's labelling
     "programs": 7,  # every program a user runs, the evaluator's included: above evaluation
     "configs": 7, "launch": 8,
     "": 9,  # the package's facade (`from diffcut_jax import DiffCut`): for users only
 }
 STAGES = ("features", "cut", "masks", "naming", "io")
+PACKAGES = (*STAGES, "streaming", "engine")  # folders whose __init__ names every module
 
 
 def _modules() -> dict[str, Path]:
@@ -100,7 +102,7 @@ def package_graph() -> dict[str, set[str]]:
 
 
 def test_the_stages_are_folders():
-    for stage in STAGES:
+    for stage in PACKAGES:
         init = PACKAGE / stage / "__init__.py"
         assert init.is_file(), f"diffcut_jax/{stage}/ is not a package"
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""

@@ -228,3 +228,75 @@ def test_a_tfds_split_is_segmented_like_its_files(data, tmp_path):
     assert anns[True] == anns[False]
     res = _run([*data["args"], "--output_dir", str(tmp_path / "x"), "--tfds", "voc20"])
     assert res.returncode == 2 and "expected NAME[:VERSION]/SPLIT" in res.stderr
+
+
+# The same run through the library: `label_dataset` and `segment_files` in a process of their own
+# (host devices are fixed when a process starts).
+LIBRARY = r"""
+import json, sys
+
+import jax
+
+args = json.loads(sys.argv[1])
+if args["process"] is not None:
+    jax.distributed.initialize(coordinator_address=args["coordinator"], num_processes=2,
+                               process_id=args["process"])
+import numpy as np
+
+from diffcut_jax import DiffCut, label_dataset
+from diffcut_jax.io.imageio import read_rgb
+
+seg = DiffCut.from_pretrained(args["model"], image_size=args["size"], tau=0.5)
+summary = label_dataset(seg, args["inputs"], args["out"], inputs_from=args["inputs_from"],
+                        format=("png", "coco"), batch_size=2, shard_size=8, progress=False)
+same = None
+if args["files"]:  # segment_files at batch 2 against the single-image path, in input order
+    same = []
+    for path, r in zip(args["files"], seg.segment_files(args["files"], batch_size=2)):
+        assert str(r.path) == path, (r.path, path)
+        same.append(r.error if not r.ok else bool(np.array_equal(r.labels, np.asarray(seg(read_rgb(path))))))
+print(json.dumps({"summary": {k: summary[k] for k in ("processed", "failed", "devices", "merged")},
+                  "same": same}))
+"""
+
+
+def _library(data, out, devices, *, inputs=(), inputs_from=(), files=(), process=None, port=None):
+    args = {"model": str(data["root"] / "ckpt"), "size": SIZE, "out": str(out), "inputs": list(inputs),
+            "inputs_from": list(inputs_from), "files": list(files), "process": process,
+            "coordinator": f"localhost:{port}"}
+    return subprocess.Popen([sys.executable, "-c", LIBRARY, json.dumps(args)], cwd=REPO,
+                            env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _same_bytes(a: Path, b: Path) -> None:
+    for i in range(40):
+        name = f"im{i:02d}_labels.png"
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert (a / "coco.json").read_text() == (b / "coco.json").read_text()
+
+
+def test_the_library_call_writes_what_the_command_writes(data, tmp_path):
+    """`label_dataset` at batch 2 on 8 host devices, and 2 processes x 4 devices: the labels and
+    coco.json of the command (its reference run, which equals its own 8-device and 2 x 4 runs:
+    the test above), byte for byte; `segment_files` at batch 2 equals `seg(image)` per file."""
+    files = [str(p) for p in sorted(data["inputs"].iterdir())]
+    proc = _library(data, tmp_path / "eight", 8, inputs=[str(data["inputs"])], files=files)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    got = json.loads(stdout.strip().splitlines()[-1])
+    assert got["summary"] == {"processed": 40, "failed": 3, "devices": 8,
+                              "merged": str(tmp_path / "eight" / "coco.json")}
+    same = got["same"]  # sorted names: bad.png, empty.jpg, im00 .. im39, trunc.png
+    assert [i for i, s in enumerate(same) if isinstance(s, str)] == [0, 1, 42], same
+    assert all(s is True for s in same[2:42]), same
+    assert "not an image" in same[0] and "empty file" in same[1] and "truncated" in same[42]
+    _same_bytes(data["ref"], tmp_path / "eight")
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in files))
+    port = _free_port()
+    procs = [_library(data, tmp_path / "pods", 4, inputs_from=[str(listing)], process=p, port=port)
+             for p in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    _same_bytes(data["ref"], tmp_path / "pods")

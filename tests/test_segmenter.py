@@ -88,11 +88,60 @@ def test_options(seg, options):
 def test_segment_files_reports_bad_files(seg, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
-    results = seg.segment_files([IMAGES[0], bad, IMAGES[1]], batch_size=2)
+    results = list(seg.segment_files([IMAGES[0], bad, IMAGES[1]], batch_size=2))
     assert [r.ok for r in results] == [True, False, True]
     assert "not an image" in results[1].error
     with Image.open(IMAGES[0]) as im:
         assert results[0].labels.shape == (im.height, im.width)
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.slow
+def test_segment_files_is_lazy_and_flat_in_memory(seg, tmp_path):
+    """100,000 paths, nearly all missing (a crawl's dead links, as benchmarks/segment_memory.py):
+    the first result comes back when one chunk of the iterable has been taken, results come in
+    input order, and resident memory stays flat (a list of every result would grow by tens of
+    MiB)."""
+    real = tmp_path / "real.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(real)
+    total, pulled = 100_000, 0
+
+    def paths():
+        nonlocal pulled
+        for i in range(total):
+            pulled += 1
+            yield real if i % 20_000 == 0 else tmp_path / f"missing-{i}.png"
+
+    results = seg.segment_files(paths(), batch_size=2, read_threads=2)
+    first = next(results)
+    assert first.ok and first.labels.shape == (40, 50) and pulled < total // 50
+    rss = {}
+    for i, r in enumerate(results, start=1):
+        assert r.ok == (i % 20_000 == 0) and r.path.name == ("real.png" if r.ok else f"missing-{i}.png")
+        if i in (total // 10, total - 1):
+            rss[i] = _rss_mib()
+    assert pulled == total and i == total - 1
+    assert rss[total - 1] - rss[total // 10] < 8, rss  # MiB, over 90,000 results
+
+
+@pytest.mark.slow
+def test_segment_files_compiles_once(seg, tmp_path, compile_counter):
+    """Repeated calls, a changed tau or alpha (traced) and another batcher of the same devices
+    reuse the batched program: one compilation per (batch, working size)."""
+    paths = [IMAGES[0], IMAGES[0]]
+    fresh = seg.with_options(pamr_num_iter=3)  # a static setting no other test compiled
+    first = [r.labels for r in fresh.segment_files(paths, batch_size=2)]
+    assert compile_counter.by_name["jit(segment_batch)"] == 1, compile_counter.by_name
+    for other in (fresh, fresh.with_options(tau=0.5), fresh.with_options(alpha=5.0)):
+        again = [r.labels for r in other.segment_files(paths, batch_size=2)]
+        assert all(a.shape == b.shape for a, b in zip(first, again))
+    assert compile_counter.by_name["jit(segment_batch)"] == 1, compile_counter.by_name
 
 
 # ---------------------------------------------------------------- bad inputs of every kind
@@ -384,10 +433,10 @@ def test_the_heavy_program_compiles_once_per_working_size(seg, tiny_root, tmp_pa
         paths.append(tmp_path / f"im{i:02d}.png")
         Image.fromarray((image * 255).astype(np.uint8)).save(paths[-1])
     refined = fresh.with_options(refinement=True)  # another static setting: its own programs
-    before = compile_counter.by_name["jit(segment_images)"]
-    results = refined.segment_files(paths)
+    before = compile_counter.by_name.get("jit(segment_batch)", 0)
+    results = refined.segment_files(paths)  # the engine's batched program (streaming/batcher.py)
     assert all(r.ok and r.labels.shape == im.shape[:2] for r, im in zip(results, images))
-    assert compile_counter.by_name["jit(segment_images)"] - before == 3
+    assert compile_counter.by_name["jit(segment_batch)"] - before == 3
 
     env = dict(_env(), JAX_LOG_COMPILES="1")
     res = _run(["--model", str(tiny_root), "--image_size", str(SIZE),

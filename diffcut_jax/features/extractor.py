@@ -288,7 +288,8 @@ def load_extractor(
             unet_config=got.unet_config, vae_config=got.vae_config, size=size, timestep=timestep,
             schedule=schedule_from_config(manifest.get("scheduler", {}), timestep), seed=seed,
             provenance={"model": manifest.get("source_model"), "prompt": manifest.get("prompt"),
-                        "scheduler": manifest.get("scheduler", {}), "saved": str(model)})
+                        "scheduler": manifest.get("scheduler", {}), "saved": str(model),
+                        "dtype": jnp.dtype(dtype).name})
     param_dtype = param_dtype or dtype
     files = hub.resolve(model, prefer_fp16=prefer_fp16, tokenizers=bool(prompt))
     ucfg = unet.UNetConfig.from_diffusers(files.config("unet"))
@@ -316,6 +317,6 @@ def load_extractor(
     return DiffusionFeatureExtractor(
         unet_graph=unet_graph, vae_graph=vae_graph, params=params, unet_config=ucfg,
         vae_config=vcfg, size=size, timestep=timestep, schedule=noise_schedule(files.root, timestep),
-        seed=seed, provenance={"model": str(model), "prompt": prompt,
+        seed=seed, provenance={"model": str(model), "prompt": prompt, "dtype": jnp.dtype(dtype).name,
                                "scheduler": scheduler_config(files.root)},
     )

@@ -5,5 +5,6 @@
 - `coco_output`: segments as COCO RLE results (`segment --format coco`).
 - `shards`: COCO results of a dataset run in per-process shards: resumable, merged into coco.json.
 - `input_list`: input paths at any count, listed once to a file and read back by index.
+- `progress`: progress of long work on stderr (tqdm), with a count per status.
 - `cache`: the user's cache root and checked, atomically written entries (text classifiers).
 """

@@ -5,7 +5,8 @@ format"):
 
 - `run.json`: what the labels depend on (model, options, vocabulary) and how the inputs are cut
   (the inputs' digest, processes, shard size). A rerun into the same directory with other values
-  is refused, naming every difference (`check_run`).
+  is refused, naming every difference (`check_run`). Also the process configuration (platform,
+  device kind, devices per process): a rerun on another one is told so, not refused.
 - `coco-<process>-<shard>.json`: shard k of process p holds positions [k S, (k + 1) S) of that
   process's share of the inputs (S = `--shard_size`), one entry per input: the image (its index
   in the whole input list, `file_name`, height, width) with its COCO annotations and timings, or
@@ -47,9 +48,11 @@ def differences(saved: dict, current: dict, *, before: str = "earlier run",
     return out
 
 
-def check_run(out_dir: Path, run: dict, *, overwrite: bool = False) -> None:
-    """Record `run` ({"fingerprint": ..., "categories": ...}) in `run.json`, or refuse
-    (RunMismatchError) when the directory holds a run of another fingerprint, unless `overwrite`."""
+def check_run(out_dir: Path, run: dict, *, overwrite: bool = False) -> list[str]:
+    """Record `run` ({"fingerprint": ..., "devices": ..., "categories": ...}) in `run.json`, or
+    refuse (RunMismatchError) when the directory holds a run of another fingerprint, unless
+    `overwrite`. Returns how this run's `devices` (the process configuration, which can change
+    round-off but is no reason to refuse) differ from the recorded run's: [] when they do not."""
     run = json.loads(json.dumps(run, default=list))  # tuples -> lists, as saved
     path = Path(out_dir) / "run.json"
     if path.exists() and not overwrite:
@@ -59,8 +62,9 @@ def check_run(out_dir: Path, run: dict, *, overwrite: bool = False) -> None:
             raise RunMismatchError(
                 f"{out_dir} holds the results of another run ({'; '.join(diff)}): use another "
                 "--output_dir, or --overwrite to discard them")
-        return
+        return differences(saved.get("devices", {}), run.get("devices", {}), prefix="devices.")
     atomic_write(path, lambda p: p.write_text(json.dumps(run, indent=1)))
+    return []
 
 
 def shard_path(out_dir: Path, process: int, shard: int) -> Path:

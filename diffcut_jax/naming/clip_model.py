@@ -181,13 +181,14 @@ class ClipModel:
 
     def __init__(self, graph, params, config: OpenCLIPConfig, *, normalize_input: bool = False,
                  tokenizer: ClipTokenizer | None = None, dtype=jnp.float32,
-                 weights_identity: str | None = None):
+                 weights_identity: str | None = None, source: str | None = None):
         """`weights_identity`: what names the weights (file, size, modification time), for the
         text classifier cache; None (weights made in memory) caches nothing."""
         self.graph, self.params, self.config = graph, params, config
         self.normalize_input = normalize_input
         self.dtype = jnp.dtype(dtype)
         self.weights_identity = weights_identity
+        self.source = source  # the hub id or directory it was loaded from (run fingerprints)
         self.tokenizer = tokenizer or ClipTokenizer(config.text.max_position_embeddings)
 
     @property
@@ -337,4 +338,4 @@ def load_clip(model: str | Path = DEFAULT_CLIP, *, dtype=jnp.float32, param_dtyp
     stat = Path(files.weights).stat()
     identity = f"{Path(files.weights).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     return ClipModel(graph, params, cfg, normalize_input=normalize_input, dtype=dtype,
-                     weights_identity=identity)
+                     weights_identity=identity, source=str(model))

@@ -1,18 +1,26 @@
-"""`segment`'s inputs, streamed: decoded ahead of the devices, one process's share, resumable.
+"""Inputs, streamed: decoded ahead of the devices, one process's share, resumable.
 
-Files go through Grain (no TensorFlow needed): a random-access source over the listed paths
-(`io/input_list.py`), this process's positions only (index = process + position x processes),
-decoded by `read_options.num_threads` threads into a buffer of `prefetch_buffer_size` images:
-memory is bounded by the buffer, not by the number of inputs. A TFDS split goes through tf.data
-(`data/tfds_images.py`), which TFDS reads anyway. Both yield `Item`s in position order; items a
-resumed run already has are yielded undecoded (`skipped`), so that shard boundaries still show.
+Files go through Grain (no TensorFlow needed): a random-access source of paths, decoded by
+`ReadOptions.num_threads` threads into a buffer of `prefetch_buffer_size` images, so memory is
+bounded by the buffer, not by the number of inputs. Two sources: a listed share of one process
+(`path_items`: index = process + position x processes over a `PathList`, `io/input_list.py`),
+or any iterable of paths, taken lazily a chunk at a time (`iter_path_items`: the iterable is
+never read far ahead of the decoding). A TFDS split goes through tf.data (`data/tfds_images.py`),
+which TFDS reads anyway. All yield `Item`s in position order; items a resumed run already has
+are yielded undecoded (`skipped`), so that shard boundaries still show.
 """
 from __future__ import annotations
 
+import itertools
+import os
 import time
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import numpy as np
+
+# Paths taken from a lazy iterable per Grain source: small against any read-ahead buffer, so
+# the decoding threads rarely wait at a chunk's end, and far below any input list's length.
+CHUNK = 1024
 
 
 class Item(NamedTuple):
@@ -26,6 +34,11 @@ class Item(NamedTuple):
     @property
     def skipped(self) -> bool:
         return self.image is None and not self.error
+
+
+def default_read_threads() -> int:
+    """Decoding threads by default: one per CPU, at most 16."""
+    return min(16, os.cpu_count() or 1)
 
 
 def share_size(total: int, process: int, count: int) -> int:
@@ -49,14 +62,13 @@ class _Share:
         return position, index, self.paths[index]
 
 
-def path_items(paths, *, process: int, count: int, start: int, skip, max_pixels: int,
-               threads: int, buffer: int):
-    """Items of this process's share of `paths` (a `PathList`) from position `start`; `skip`:
-    positions to yield undecoded. threads=0: decoded in the caller's loop, no read-ahead."""
+def _reader(max_pixels: int, skip=frozenset()):
+    """(position, index, path) -> Item: decoded, or the reason it is unreadable."""
     from diffcut_jax.io.imageio import ImageReadError, read_rgb
 
     def read(record) -> Item:
         position, index, path = record
+        path = str(path)
         if position in skip:
             return Item(position, index, path, None, "", 0.0)
         t = time.perf_counter()
@@ -66,7 +78,12 @@ def path_items(paths, *, process: int, count: int, start: int, skip, max_pixels:
             image, error = None, str(e)
         return Item(position, index, path, image, error, time.perf_counter() - t)
 
-    source = _Share(paths, process, count, start)
+    return read
+
+
+def _decoded(source, read, threads: int, buffer: int):
+    """`read` over a random-access `source`, in order: by Grain's threads, or (threads=0) in the
+    caller's loop with no read-ahead."""
     if threads == 0:
         return (read(source[j]) for j in range(len(source)))
     import grain
@@ -74,6 +91,26 @@ def path_items(paths, *, process: int, count: int, start: int, skip, max_pixels:
     ds = grain.MapDataset.source(source).map(read)
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer)
     return iter(ds.to_iter_dataset(options))
+
+
+def path_items(paths, *, process: int, count: int, start: int, skip, max_pixels: int,
+               threads: int, buffer: int):
+    """Items of this process's share of `paths` (a `PathList`) from position `start`; `skip`:
+    positions to yield undecoded. threads=0: decoded in the caller's loop, no read-ahead."""
+    return _decoded(_Share(paths, process, count, start), _reader(max_pixels, skip), threads, buffer)
+
+
+def iter_path_items(paths: Iterable, *, max_pixels: int, threads: int, buffer: int,
+                    chunk: int = CHUNK):
+    """Items of any iterable of paths (position = index = its place in the iterable), taken from
+    it `chunk` paths at a time: memory stays that of one chunk and the read-ahead buffer, and
+    the first items are decoded before the iterable's end is reached."""
+    read, it, offset = _reader(max_pixels), iter(paths), 0
+    chunk = max(int(chunk), buffer, 1)
+    while block := list(itertools.islice(it, chunk)):
+        records = [(offset + j, offset + j, p) for j, p in enumerate(block)]
+        yield from _decoded(records, read, threads, buffer)
+        offset += len(block)
 
 
 def tfds_items(builder, split: str, *, process: int, count: int, start: int, skip,

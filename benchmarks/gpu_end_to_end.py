@@ -25,7 +25,7 @@ its budget records "skipped: over N s" instead of eating the window:
   end_to_end   `DiffCut`'s batch program at batch 16 on region images, without and with
                refinement: images/s and segments per image;
   pipeline     `segment`'s pipeline at --size on 48 generated JPEGs (region images): decoded ahead
-               by Grain's threads into the batched device step (`launch/batcher.py`, batch 16),
+               by Grain's threads into the batched device step (`streaming/batcher.py`, batch 16),
                against the device step alone on the same images decoded beforehand: images/s,
                the pipeline's share of the device-alone rate, decode ms per image and the share
                of the run spent waiting for input;
@@ -322,8 +322,8 @@ def pipeline_section(args, report, ex, images: int = 48, batch: int = 16) -> Non
 
     from diffcut_jax.io.imageio import read_rgb
     from diffcut_jax.io.input_list import write_path_list
-    from diffcut_jax.launch.batcher import Batcher, stream
-    from diffcut_jax.launch.segment_inputs import path_items
+    from diffcut_jax.streaming.batcher import Batcher, stream
+    from diffcut_jax.streaming.inputs import path_items
     from diffcut_jax.segmentation import SegmenterOptions
     from diffcut_jax.segmenter import DiffCut
     from diffcut_jax.testing import region_images, structured_feature_model

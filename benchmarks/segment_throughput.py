@@ -1,4 +1,4 @@
-"""Throughput of `diffcut-jax segment` on a folder of JPEGs of mixed sizes, three ways, one run.
+"""Throughput of `diffcut-jax segment` on a folder of JPEGs of mixed sizes, four ways, one run.
 
     python benchmarks/segment_throughput.py                      # tiny checkpoint, 256 and 512 px
     python benchmarks/segment_throughput.py --image_sizes 1024 --model segmind/SSD-1B --devices 0
@@ -7,7 +7,9 @@
    turn (`--batch_size 1 --read_threads 0`: the command before batching and streaming);
 2. pipeline: the command at --batch_size per device over --devices devices, decoded ahead by
    --read_threads threads (Grain) and written behind;
-3. device alone: the same batched device step (`launch/batcher.py`) on images decoded
+3. library: the same run through `diffcut_jax.label_dataset` in a Python process (the engine
+   the command calls), at the pipeline's settings: the library call and the command side by side;
+4. device alone: the same batched device step (`streaming/batcher.py`) on images decoded
    beforehand, in a process of its own: the rate the pipeline would reach if input cost nothing.
 On a CPU the host devices share the machine's cores with each other and with decoding, so the
 pipeline is also run, and its device step timed alone, on one device (`*_one_device`): the
@@ -81,15 +83,32 @@ def env_for(devices: int) -> dict:
     return env
 
 
-def command(model, size, inputs, out, *, batch, threads, devices, cache) -> dict:
-    """One run of the command; its summary.json, and the mean decode time of its images."""
-    args = [sys.executable, "-m", "diffcut_jax.launch.segment", "--model", model,
-            "--image_size", str(size), "--format", "coco", "--output_dir", str(out),
-            "--batch_size", str(batch), "--read_threads", str(threads), "--overwrite",
-            f"--compilation_cache_dir={cache}", str(inputs)]
+LIBRARY = r"""
+import sys
+import jax
+jax.config.update("jax_compilation_cache_dir", sys.argv[7])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+from diffcut_jax import DiffCut, label_dataset
+seg = DiffCut.from_pretrained(sys.argv[1], image_size=int(sys.argv[2]))
+label_dataset(seg, [sys.argv[3]], sys.argv[4], format=("coco",), batch_size=int(sys.argv[5]),
+              read_threads=int(sys.argv[6]), overwrite=True, progress=False)
+"""
+
+
+def command(model, size, inputs, out, *, batch, threads, devices, cache, library=False) -> dict:
+    """One run of the command (or of `label_dataset`, the same engine from Python); its
+    summary.json, and the mean decode time of its images."""
+    if library:
+        args = [sys.executable, "-c", LIBRARY, model, str(size), str(inputs), str(out), str(batch),
+                str(threads), str(cache)]
+    else:
+        args = [sys.executable, "-m", "diffcut_jax.launch.segment", "--model", model,
+                "--image_size", str(size), "--format", "coco", "--output_dir", str(out),
+                "--batch_size", str(batch), "--read_threads", str(threads), "--overwrite",
+                f"--compilation_cache_dir={cache}", str(inputs)]
     res = subprocess.run(args, cwd=ROOT, env=env_for(devices), capture_output=True, text=True)
     if res.returncode:
-        raise SystemExit(f"segment failed:\n{res.stderr[-3000:]}")
+        raise SystemExit(f"{'label_dataset' if library else 'segment'} failed:\n{res.stderr[-3000:]}")
     figures = json.loads((out / "summary.json").read_text())
     records = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
     decode = [r["seconds"]["decode"] for r in records[-figures["processed"]:]]
@@ -115,7 +134,7 @@ import json, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from diffcut_jax.io.imageio import read_rgb
-from diffcut_jax.launch.batcher import Batcher, stream
+from diffcut_jax.streaming.batcher import Batcher, stream
 from diffcut_jax.segmenter import DiffCut
 
 seg = DiffCut.from_pretrained({model!r}, image_size={size})
@@ -175,7 +194,9 @@ def main() -> None:
         cache = tmp / f"cache-{size}"
         ways = {"one_at_a_time": dict(batch=1, threads=0, devices=1 if args.devices else 0),
                 "pipeline": dict(batch=args.batch_size, threads=args.read_threads,
-                                 devices=args.devices)}
+                                 devices=args.devices),
+                "library": dict(batch=args.batch_size, threads=args.read_threads,
+                                devices=args.devices, library=True)}
         if args.devices > 1:
             ways["pipeline_one_device"] = dict(batch=args.batch_size, threads=args.read_threads,
                                                devices=1)
@@ -200,6 +221,7 @@ def main() -> None:
         report["sizes"][str(size)] = {
             "images_per_second": {**med, "device_alone": device_rate, **extra},
             "pipeline_share_of_device_alone": med["pipeline"] / device_rate,
+            "library_share_of_pipeline": med["library"] / med["pipeline"],
             "pipeline_speedup_over_one_at_a_time": med["pipeline"] / med["one_at_a_time"],
             "decode_ms_per_image": statistics.median(r["decode_ms"] for r in runs["pipeline"]),
             "device_ms_per_image": 1000 / device_rate,

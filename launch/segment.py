@@ -24,8 +24,8 @@ order; one annotation per segment: compressed RLE, area, bbox, segment_id, and w
 (walked lazily), globs, `--inputs_from` lists (one path per line) or `--tfds` splits.
 
 Scale: images of one working size are batched, --batch_size per device, over every local
-device (the labels are the same at any batch size within one process configuration: docs/
-usage.md, "Which results are reproducible"), decoded ahead by --read_threads threads and
+device (the labels are the same at any batch size within one process configuration:
+docs/usage.md, "Which results are reproducible"), decoded ahead by --read_threads threads and
 written behind the devices, in input order. With --distributed each process takes every n-th
 input and writes its own shards; the last to finish merges them (or `--merge`).
 

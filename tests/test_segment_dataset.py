@@ -124,6 +124,12 @@ def test_batched_and_multi_process_runs_equal_one_image_at_a_time(data, tmp_path
     _check_run(eight, res.stderr, devices=8)
     _same_labels(data["ref"], eight)
     assert (eight / "coco.json").read_text() == (data["ref"] / "coco.json").read_text()
+    # Resumed in another process configuration: done already, and told so.
+    res = _run([*data["args"], "--format", "png,coco", "--batch_size", "2", "--shard_size", "8",
+                "--output_dir", str(eight), str(data["inputs"])], devices=1)
+    assert res.returncode == 0 and "43 image(s) already done" in res.stderr, res.stderr[-3000:]
+    assert "another process configuration (devices.devices: earlier run 8, this run 1; " \
+           "devices.local_devices: earlier run 8, this run 1)" in res.stderr, res.stderr[-3000:]
 
     listing = tmp_path / "list.txt"  # the folder walk's order: sorted names
     listing.write_text("".join(f"{p}\n" for p in sorted(data["inputs"].iterdir())))

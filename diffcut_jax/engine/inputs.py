@@ -38,10 +38,11 @@ class RunInputs:
 
 
 def list_inputs(out_dir: Path, process: int, inputs: Iterable = (), *, inputs_from: Iterable = (),
-                tfds: str | None = None, data_dir=None) -> RunInputs:
-    """List the inputs (ValueError: none, or paths given with a TFDS split). Paths are written
-    to a hidden file in `out_dir` (`.inputs-<process>-*.txt`), read by index and removed by
-    `close`; one left by a killed run of this process is removed first."""
+                tfds: str | None = None, data_dir=None, log=None) -> RunInputs:
+    """List the inputs (ValueError: none, or paths given with a TFDS split); input specs that
+    gave nothing are written to `log` as `skip:` lines. Paths are written to a hidden file in
+    `out_dir` (`.inputs-<process>-*.txt`), read by index and removed by `close`; one left by a
+    killed run of this process is removed first."""
     inputs, inputs_from = [str(p) for p in inputs], [str(p) for p in inputs_from]
     if tfds and (inputs or inputs_from):
         raise ValueError("a TFDS split (tfds) is segmented as a whole: give no input files with it")
@@ -62,6 +63,8 @@ def list_inputs(out_dir: Path, process: int, inputs: Iterable = (), *, inputs_fr
         os.close(fd)
         problems: list[str] = []
         paths = write_path_list(iter_paths(inputs, inputs_from, problems), list_file)
+        for problem in problems if log is not None else ():
+            log.write(f"skip: {problem}\n")
         found = RunInputs(paths=paths, total=len(paths), identity={"paths": len(paths), "sha1": paths.digest},
                           problems=problems, list_file=Path(list_file))
     if not found.total:

@@ -124,10 +124,8 @@ class DatasetRun:
         if stale:
             self.log.write(f"removed {stale} partial file(s) left by an interrupted run\n")
         self.inputs = list_inputs(self.out_dir, self.process, inputs, inputs_from=inputs_from,
-                                  tfds=tfds, data_dir=data_dir)
+                                  tfds=tfds, data_dir=data_dir, log=self.log)
         try:
-            for problem in self.inputs.problems:
-                self.log.write(f"skip: {problem}\n")
             self._check()
             self._resume()
         except BaseException:

@@ -10,6 +10,7 @@ the `segment` command is its flags, model loading and one call (launch/segment.p
   and vocabulary; for COCO shards the inputs and their layout) and the device configuration.
 - `outputs`: per-image outputs: names, label and overlay PNGs, the class files, records and
   COCO entries.
+- `writing`: the write-behind thread and the tally of results (`summary.jsonl`, failures).
 - `run`: `DatasetRun` (prepare: refuse or resume; run: stream, write behind, finish, merge) and
   `label_dataset`.
 """

@@ -16,13 +16,14 @@ pipeline is also run, and its device step timed alone, on one device (`*_one_dev
 pipeline's own effect, apart from the cost of splitting the cores.
 
 Per image size: images/s of each way, the pipeline's share of the device-alone rate, decode ms/image
-(summary.jsonl), device ms/image (way 3) and the share of the pipeline's run spent waiting for
+(summary.jsonl), device ms/image (way 4) and the share of the pipeline's run spent waiting for
 input. The command's figures are marginal: each repeat runs it on N images and on 2N (the same N, then N
 more of the same sizes) and takes the N extra images' time and input wait from its summary.json
 (the loop, not the model loading). A short run is otherwise dominated by what the first batches
 pay once (tracing and lowering every program, compiling or loading it from the cache): on this
 CPU about 6 s of a 96-image run. Median of --repeats, after a warm-up run that fills the
-compilation cache. Host
+compilation cache; a repeat whose 2N loop took no longer than its N loop (a stall in the
+first) has no marginal rate and is dropped and counted (`runs_dropped`). Host
 devices (`--devices N` on a CPU) are `--xla_force_host_platform_device_count`; `--devices 0`
 uses the machine's own devices (a GPU). Prints JSON (and writes it to --out).
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -124,6 +126,8 @@ def marginal(model, size, small, large, out, **kw) -> dict:
     a = command(model, size, small, out, **kw)
     b = command(model, size, large, out, **kw)
     extra, seconds = b["processed"] - a["processed"], b["loop_seconds"] - a["loop_seconds"]
+    if seconds <= 0:  # a stall or a compile landed in the N run's loop: no marginal rate
+        return None
     return {"images_per_second": extra / seconds,
             "input_wait_share": max(0.0, b["wait_seconds"] - a["wait_seconds"]) / seconds,
             "whole_loop_images_per_second": b["images_per_second"], "decode_ms": b["decode_ms"]}
@@ -207,6 +211,14 @@ def main() -> None:
             for name, kw in ways.items():
                 runs[name].append(marginal(model, size, inputs, large, tmp / f"out-{size}-{name}",
                                            cache=cache, **kw))
+        dropped = {k: sum(r is None for r in v) for k, v in runs.items()}
+        runs = {k: [r for r in v if r is not None] for k, v in runs.items()}
+        if not all(runs.values()):  # too few images for their time to stand out of the noise
+            print(f"{size} px: a way has no marginal rate (use more --images): {dropped}",
+                  file=sys.stderr)
+            nan = {"images_per_second": math.nan, "input_wait_share": math.nan,
+                   "whole_loop_images_per_second": math.nan, "decode_ms": math.nan}
+            runs = {k: v or [nan] for k, v in runs.items()}
         alone = device_alone(model, size, inputs, batch=args.batch_size, devices=args.devices,
                              repeats=args.repeats)
         med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
@@ -230,6 +242,7 @@ def main() -> None:
                 r["input_wait_share"] for r in runs["one_at_a_time"]),
             "images_per_second_whole_loop_2n": whole,
             "runs": {k: [round(r["images_per_second"], 3) for r in v] for k, v in runs.items()},
+            "runs_dropped": dropped,
         }
         if extra:
             report["sizes"][str(size)]["pipeline_one_device_share_of_device_alone_one_device"] = (

@@ -5,9 +5,10 @@ GPU pays for in host round trips and XLA's FLOPs per image.
         [--platforms cuda,tpu] [--out lowering.json]
 
 Programs (`programs.accelerator_programs`): the `DiffCut` batch function at 1024 x 1024 with and
-without refinement (bf16 UNet, level NCut formulation, the platform's numerics), the voc20
-evaluator step `shard_map`ped over every local device (8 host devices simulate a pod slice), and
-the labeller step. Attention is "auto", which picks a non-cuDNN kernel where cuDNN cannot be
+without refinement, with AutoSC and with the K-way NCut (bf16 UNet, level NCut formulation, the
+platform's numerics), the voc20 evaluator step and the dataset engine's step (`label_dataset`,
+`segment_files`, the `segment` command), both `shard_map`ped over every local device (8 host
+devices simulate a pod slice), and the labeller step. Attention is "auto", which picks a non-cuDNN kernel where cuDNN cannot be
 detected (here). For each program and platform: the number of `while` and conditional
 (`case`/`if`) ops in the exported StableHLO module, and XLA's HLO cost analysis of the lowered
 program per image (loop bodies counted once, so a lower bound for the loops). JSON is rewritten

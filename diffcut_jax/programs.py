@@ -4,10 +4,10 @@
         print(prog.name, programs.memory(prog))         # XLA's memory analysis, GiB
 
 Each `Program` is the jitted function the library itself runs (the segmenter's batch function,
-the evaluators' `shard_map`ped device steps, the labeller's step, the coherence map) with
-`jax.ShapeDtypeStruct` arguments: the full-size model's parameters come from `nnx.eval_shape` of
-the preset configs (`diffcut_jax/presets/`), so lowering and compiling costs seconds and no
-memory. `benchmarks/memory_analysis.py` prints the table and `tests/test_memory_budget.py`
+the evaluators' and the dataset engine's `shard_map`ped device steps, the labeller's step, the
+coherence map) with `jax.ShapeDtypeStruct` arguments: the full-size model's parameters come from
+`nnx.eval_shape` of the preset configs (`diffcut_jax/presets/`), so lowering and compiling costs
+seconds and no memory. `benchmarks/memory_analysis.py` prints the table and `tests/test_memory_budget.py`
 holds every program to its budget.
 """
 from __future__ import annotations
@@ -103,6 +103,28 @@ def diffcut(batch: int = 1, *, refinement: bool = False, size: int = 1024,
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
     args = (ex.params, images, _abstract(ex.noise_for((size, size))), _scalar(), _scalar())
     name = (f"DiffCut batch function, {size} x {size}"
+            + {"autosc": ", AutoSC", "kway": ", K-way"}.get(opts.method, "")
+            + (", refinement" if refinement else ""))
+    return Program(name, fn, args, batch)
+
+
+def engine_step(per_device: int = 1, *, refinement: bool = False, size: int = 1024,
+                model: str = "ssd-1b", dtype: str = "float32", backend: str | None = None,
+                devices=None, **options) -> Program:
+    """The dataset engine's device step (`label_dataset`, `segment_files`, the `segment`
+    command): `streaming.batcher.batch_program`, `DiffCut`'s per-image program `shard_map`ped
+    over `devices` (default one device), `per_device` images on each."""
+    from diffcut_jax.segmentation import FeatureModel, SegmenterOptions
+    from diffcut_jax.streaming.batcher import batch_program
+
+    devices = tuple(devices or jax.devices()[:1])
+    ex = abstract_extractor(model, dtype, image_size=size, backend=backend)
+    opts = SegmenterOptions(image_size=size, refinement=refinement, **options)
+    fn, _ = batch_program(FeatureModel.of(ex), opts.static, devices)
+    batch = per_device * len(devices)
+    images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+    args = (ex.params, images, _abstract(ex.noise_for((size, size))), _scalar(), _scalar())
+    name = (f"dataset engine step, {size} x {size}"
             + {"autosc": ", AutoSC", "kway": ", K-way"}.get(opts.method, "")
             + (", refinement" if refinement else ""))
     return Program(name, fn, args, batch)
@@ -228,9 +250,9 @@ def flops_per_image(program: Program) -> float:
 
 def accelerator_programs(backend: str, devices=None) -> list[Program]:
     """The programs lowered for accelerators in CI: the `DiffCut` batch function at 1024 x 1024
-    (the backend's UNet dtype and numerics, level NCut formulation; and with AutoSC), the voc20
-    evaluator step under
-    `shard_map` over `devices`, and the labeller step."""
+    (the backend's UNet dtype and numerics, level NCut formulation; with PAMR, AutoSC and the
+    K-way NCut), the voc20 evaluator step and the dataset engine's step, both `shard_map`ped
+    over `devices`, and the labeller step."""
     from diffcut_jax.features.extractor import default_dtype
 
     gpu_like = {"cuda": "gpu", "rocm": "gpu"}.get(backend, backend)
@@ -238,7 +260,7 @@ def accelerator_programs(backend: str, devices=None) -> list[Program]:
     return [diffcut(1, formulation="level", **kw), diffcut(1, refinement=True, formulation="level", **kw),
             diffcut(1, method="autosc", **kw), diffcut(1, method="kway", **kw),
             *evaluator("voc20", {"segmentation.formulation": "level"}, devices=devices, **kw),
-            labeller(1)]
+            engine_step(1, formulation="level", devices=devices, **kw), labeller(1)]
 
 
 def catalogue(model: str = "ssd-1b", dtype: str = "float32") -> list[Program]:
@@ -250,6 +272,7 @@ def catalogue(model: str = "ssd-1b", dtype: str = "float32") -> list[Program]:
     progs += evaluator("voc20", {"segmentation.refinement": True}, model=model, dtype=dtype)
     progs += evaluator("openvoc_voc20", model=model, dtype=dtype)
     progs += evaluator("openvoc_coco_object", model=model, dtype=dtype)
+    progs += [engine_step(8, model=model, dtype=dtype)]
     progs += [labeller(1), labeller(8), labeller(1, clip_size=2048)]
     progs += [features(b, model=model, dtype=dtype) for b in (1, 16)]
     progs.append(coherence_map(model=model))

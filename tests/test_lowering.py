@@ -1,6 +1,6 @@
 """Every accelerator program lowers for cuda and tpu on this CPU-only machine (`jax.export`):
-the `DiffCut` batch function at 1024 x 1024 (NCut, AutoSC and the K-way NCut), the evaluator step under `shard_map` over 8 host
-devices, and the labeller step (benchmarks/lowering.py, whose table is in docs/performance.md)."""
+the `DiffCut` batch function at 1024 x 1024 (NCut, AutoSC and the K-way NCut), the evaluator
+step and the dataset engine's step under `shard_map` over 8 host devices, and the labeller step (benchmarks/lowering.py, whose table is in docs/performance.md)."""
 from __future__ import annotations
 
 import json
@@ -28,7 +28,7 @@ def test_every_program_lowers_for_cuda_and_tpu(tmp_path):
     rows = {(r["program"], r["platform"]): r for r in report["rows"]}
     for platform in ("cuda", "tpu"):
         names = [n for n, p in rows if p == platform]
-        assert len(names) == 6, names
+        assert len(names) == 7, names
         assert any("evaluator step" in n for n in names)
         for name in names:
             r = rows[(name, platform)]
@@ -45,3 +45,8 @@ def test_every_program_lowers_for_cuda_and_tpu(tmp_path):
         assert kway["while"] >= 2 and not any("geqp3" in c for c in kway["custom_calls"])
     # The evaluator step covers 8 devices x the per-device batch.
     assert rows[("voc20 evaluator step (prediction), masks 128", "cuda")]["batch"] == 64
+    # The dataset engine's step: one image per device, the per-image NCut program inside.
+    for platform in ("cuda", "tpu"):
+        engine = rows[("dataset engine step, 1024 x 1024", platform)]
+        assert engine["batch"] == 8 and engine["while"] >= 1
+        assert engine["gflop_per_image"] > 0

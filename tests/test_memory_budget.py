@@ -25,6 +25,7 @@ def test_catalogue_covers_the_issue_programs():
     assert any(n.startswith("voc20 evaluator step + PAMR (refinement") for n, _ in names)
     assert any(n.startswith("openvoc_coco_object") and "CLIP 2048" in n for n, _ in names)
     assert any(n.startswith("labeller step") for n, _ in names)
+    assert ("dataset engine step, 1024 x 1024", 8) in names
     assert any(n == "coherence map" for n, _ in names)
 
 

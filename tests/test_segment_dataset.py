@@ -244,6 +244,9 @@ import json, sys
 import jax
 
 args = json.loads(sys.argv[1])
+# The command's compilation cache (its runs above filled it): the same engine, the same programs.
+jax.config.update("jax_compilation_cache_dir", args["cache"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 if args["process"] is not None:
     jax.distributed.initialize(coordinator_address=args["coordinator"], num_processes=2,
                                process_id=args["process"])
@@ -269,7 +272,7 @@ print(json.dumps({"summary": {k: summary[k] for k in ("processed", "failed", "de
 def _library(data, out, devices, *, inputs=(), inputs_from=(), files=(), process=None, port=None):
     args = {"model": str(data["root"] / "ckpt"), "size": SIZE, "out": str(out), "inputs": list(inputs),
             "inputs_from": list(inputs_from), "files": list(files), "process": process,
-            "coordinator": f"localhost:{port}"}
+            "coordinator": f"localhost:{port}", "cache": str(data["root"] / "cache")}
     return subprocess.Popen([sys.executable, "-c", LIBRARY, json.dumps(args)], cwd=REPO,
                             env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -1,7 +1,8 @@
 """The K-way NCut (`kway_ncut`) against the recursive NCut on the same graphs. Writes JSON.
 
     python benchmarks/kway.py [--repeats 5] [--noise 0.5,0.75,1.0] [--regions 4,8,12]
-                              [--timing_max_noise 0.75] [--out kway.json] [--shared ../shared]
+                              [--timing_max_noise 0.75] [--subspace_baseline 4]
+                              [--out kway.json] [--shared ../shared]
 
 Inputs: the 16 shared NCut fixtures (their tau and alpha) and planted partitions
 (`testing.region_features`, 32 x 32 x 1280, several noise levels, alpha 10, tau 0.5). For each
@@ -10,8 +11,9 @@ recursive partition, of its polish (`init=`) and of the standalone spectral cut 
 K (`min_segments = max_segments = K`) and free; on planted inputs the recovery of the regions
 (Hungarian-matched mIoU and ARI) of the recursive cut and both K-way modes. Then seconds per
 image at batch 1 and 16 (medians of `--repeats`) of `recursive_ncut`, the polish (recursive cut
-included) and the standalone cut, on the same inputs, in the same run. The JSON is rewritten
-after every section. Runs on CPU, GPU or TPU.
+included) and the standalone cut, on the same inputs, in the same run. `kway_baseline` is the
+standalone cut at `--subspace_baseline` subspace steps, in every section: what the default's
+steps buy and cost. The JSON is rewritten after every section. Runs on CPU, GPU or TPU.
 """
 from __future__ import annotations
 
@@ -49,6 +51,10 @@ def objective(features, labels, alpha) -> float:
     return float(association(w, jnp.sum(w, -1), lab, int(lab.max()) + 1)[3][0])
 
 
+# The spectral start at another number of subspace steps (--subspace_baseline), beside the default.
+BASELINE = {"iters": 0}
+
+
 def cuts(features, tau, alpha):
     rec = np.asarray(dc.recursive_ncut(jnp.asarray(features), tau, alpha))
     k = int(rec.max()) + 1
@@ -56,7 +62,11 @@ def cuts(features, tau, alpha):
     equal_k = np.asarray(dc.kway_ncut(features, alpha, min_segments=min(k, 32),
                                       max_segments=min(k, 32)))
     free = np.asarray(dc.kway_ncut(features, alpha))
-    return {"recursive": rec, "polished": polished, "kway_equal_k": equal_k, "kway": free}
+    out = {"recursive": rec, "polished": polished, "kway_equal_k": equal_k, "kway": free}
+    if BASELINE["iters"]:
+        out["kway_baseline"] = np.asarray(dc.kway_ncut(features, alpha,
+                                                       subspace_iters=BASELINE["iters"]))
+    return out
 
 
 def quality(inputs, truth=None) -> list[dict]:
@@ -87,8 +97,12 @@ def timing(feats: np.ndarray, taus, alphas, repeats: int) -> dict:
     recursive = lambda x, t, a: dc.recursive_ncut(x, t, a)  # noqa: E731
     polish = lambda x, t, a: dc.kway_ncut(x, a, init=dc.recursive_ncut(x, t, a))  # noqa: E731
     kway = lambda x, t, a: dc.kway_ncut(x, a)  # noqa: E731
+    ways = [("recursive", recursive), ("polished", polish), ("kway", kway)]
+    if BASELINE["iters"]:
+        ways.append(("kway_baseline",
+                     lambda x, t, a: dc.kway_ncut(x, a, subspace_iters=BASELINE["iters"])))
     out = {}
-    for name, fn in (("recursive", recursive), ("polished", polish), ("kway", kway)):
+    for name, fn in ways:
         single = [_median_seconds(lambda x: fn(x, taus[i], alphas[i]), jnp.asarray(feats[i]),
                                   repeats) for i in range(len(feats))]
         reps = -(-16 // len(feats))
@@ -109,10 +123,16 @@ def main() -> None:
     parser.add_argument("--timing_max_noise", type=float, default=0.75,
                         help="time only planted maps up to this noise: at 1.0 the recursive cut "
                              "shatters a map into ~1000 segments, its worst case (ncut_worst_case.py)")
+    parser.add_argument("--subspace_baseline", type=int, default=4,
+                        help="also run the spectral start at this many subspace steps "
+                             "(kway_baseline; 0: off), to weigh the default's against it")
     parser.add_argument("--out", default="kway.json")
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
     args = parser.parse_args()
-    report = {"machine": machine(), "repeats": args.repeats}
+    BASELINE["iters"] = args.subspace_baseline
+    report = {"machine": machine(), "repeats": args.repeats,
+              "subspace_iters": {"kway": dc.kway_ncut.__kwdefaults__["subspace_iters"],
+                                 "kway_baseline": args.subspace_baseline}}
 
     def dump():
         Path(args.out).write_text(json.dumps(report, indent=1))
@@ -143,9 +163,9 @@ def main() -> None:
     summary = {}
     for label in ("fixtures", "planted"):
         rows = report[label]
-        for method in ("recursive", "polished", "kway_equal_k", "kway"):
+        for method in ("recursive", "polished", "kway_equal_k", "kway", "kway_baseline"):
             for key in ("f", "miou", "ari"):
-                if key in rows[0][method]:
+                if method in rows[0] and key in rows[0][method]:
                     summary[f"{label} {method} mean {key}"] = round(
                         float(np.mean([r[method][key] for r in rows])), 4)
         summary[f"{label} polish never lowers f"] = all(

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from diffcut_jax.cut.autosc import autosc
-from diffcut_jax.cut.kway import DEFAULT_THRESHOLD, kway_ncut
+from diffcut_jax.cut.kway import DEFAULT_THRESHOLD, SUBSPACE_ITERS, kway_ncut
 from diffcut_jax.cut.labels import consecutive
 from diffcut_jax.cut.ncut import recursive_ncut
 from diffcut_jax.features.extractor import extract
@@ -62,6 +62,8 @@ class SegmenterOptions:
     kway_max_segments: int = option(32, "K-way: the largest K (the solver's static width; a "
                                         "polished partition with more is kept as it is).")
     kway_max_iter: int = option(100, "K-way: solver iterations (one trial step each).")
+    kway_subspace_iters: int = option(SUBSPACE_ITERS, "K-way spectral start: subspace steps for "
+                                      "the leading eigenpairs (more for nearly uniform features).")
     formulation: str = option("auto", "NCut formulation (docs/algorithm.md §2.3): stack on CPU, "
                                         "level on GPU/TPU by default.",
                                choices=("auto", "stack", "level"))
@@ -79,6 +81,8 @@ class SegmenterOptions:
             raise ValueError("need 1 <= kway_min_segments <= kway_max_segments and "
                              f"kway_max_iter >= 1, got {self.kway_min_segments}, "
                              f"{self.kway_max_segments}, {self.kway_max_iter}")
+        if self.kway_subspace_iters < 1:
+            raise ValueError(f"kway_subspace_iters must be >= 1, got {self.kway_subspace_iters}")
         object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
 
     @property
@@ -116,7 +120,8 @@ def coarse_segments(feats, tau, alpha, options: SegmenterOptions):
                 if options.kway_start == "ncut" else None)
         return kway_ncut(feats, alpha, init=init, threshold=options.kway_threshold,
                          min_segments=options.kway_min_segments,
-                         max_segments=options.kway_max_segments, max_iter=options.kway_max_iter)
+                         max_segments=options.kway_max_segments, max_iter=options.kway_max_iter,
+                         subspace_iters=options.kway_subspace_iters)
     return autosc(feats, use_chosen_alpha=options.autosc_use_chosen_alpha)
 
 

@@ -130,6 +130,19 @@ def test_bad_arguments_are_named():
         dc.kway_ncut(feats, init=jnp.zeros((4, 4)))
     with pytest.raises(ValueError, match="min_segments"):
         dc.kway_ncut(feats, min_segments=5, max_segments=4)
+    with pytest.raises(ValueError, match="subspace_iters must be >= 1"):
+        dc.kway_ncut(feats, subspace_iters=0)
+
+
+def test_spectral_start_separates_a_spectrum_without_a_clear_gap():
+    """Planted regions at noise 1.0: eigenvalues 1.0 for the 8 regions over a bulk at 0.88-0.89.
+    The default subspace steps resolve them (4 steps gave K = 2 and an ARI of 0.1)."""
+    from diffcut_jax.cut.labels import adjusted_rand_index
+
+    feats, truth = region_features(8, 32, 32, 1280, noise=1.0, seed=8)
+    labels = np.asarray(dc.kway_ncut(feats, 10.0))
+    assert labels.max() + 1 >= 6
+    assert adjusted_rand_index(labels, truth) > 0.8
 
 
 def test_alpha_and_threshold_do_not_recompile(compile_counter):
@@ -155,3 +168,5 @@ def test_segmenter_option_reaches_the_kway_cut():
         SegmenterOptions(method="kway", kway_start="nope")
     with pytest.raises(ValueError, match="kway_min_segments"):
         SegmenterOptions(method="kway", kway_min_segments=0)
+    with pytest.raises(ValueError, match="kway_subspace_iters"):
+        SegmenterOptions(method="kway", kway_subspace_iters=0)

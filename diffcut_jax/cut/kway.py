@@ -47,7 +47,7 @@ RHO_START = 0.25  # first inertia, as a fraction of the image's largest gain
 RHO_MIN = 1.0 / 64.0
 RHO_MAX = 0.999  # at this inertia only the best rows move: refused there means converged
 OVERSAMPLE = 4  # extra columns of the subspace iteration beyond max_segments
-SUBSPACE_ITERS = 4
+SUBSPACE_ITERS = 8  # 4 find K on the fixtures; near-uniform graphs need more (docs/differences.md)
 LLOYD_ITERS = 10
 
 
@@ -176,8 +176,10 @@ def leading_eigenpairs(w, d, columns: int, iters: int = SUBSPACE_ITERS):
     return theta[:, ::-1], _mm(v, s[..., ::-1])
 
 
-def _kmeans_pp(x, k, key, kmax: int):
-    """k-means++ seeds then Lloyd steps on rows of x (N, kmax) (columns >= k zero); k traced."""
+def _kmeans_pp(x, k, key, kmax: int, seeds):
+    """k-means++ seeds then Lloyd steps on rows of x (N, kmax) (columns >= k zero); k traced.
+    `seeds` (traced, >= k): the batch's largest K. Seeding stops there, not at kmax; seeds j < k
+    depend only on those before them, so an image's start does not depend on its batch."""
     n = x.shape[0]
     cols = jnp.arange(kmax) < k
     keys = jax.random.split(key, kmax)
@@ -194,7 +196,7 @@ def _kmeans_pp(x, k, key, kmax: int):
     first = x[jax.random.randint(keys[0], (), 0, n)]
     centres = jnp.zeros((kmax, kmax), x.dtype).at[0].set(first)
     dist = jnp.sum((x - first) ** 2, axis=-1)
-    centres, _ = jax.lax.fori_loop(1, kmax, seed, (centres, dist))
+    centres, _ = jax.lax.fori_loop(1, seeds, seed, (centres, dist))
 
     def assign(centres):
         d2 = (jnp.sum(x * x, -1)[:, None] - 2 * _mm(x, centres.T)
@@ -210,23 +212,25 @@ def _kmeans_pp(x, k, key, kmax: int):
     return assign(jax.lax.fori_loop(0, LLOYD_ITERS, lloyd, centres))
 
 
-def spectral_start(w, d, threshold, *, min_segments: int, max_segments: int):
+def spectral_start(w, d, threshold, *, min_segments: int, max_segments: int,
+                   subspace_iters: int = SUBSPACE_ITERS):
     """K per image from the eigenvalues above `threshold`, and the k-means++ start (B, N)."""
     n = w.shape[1]
     columns = min(max_segments + OVERSAMPLE, n)
-    theta, vecs = leading_eigenpairs(w, d, columns)
+    theta, vecs = leading_eigenpairs(w, d, columns, subspace_iters)
     kmax = min(max_segments, n)
     count = jnp.sum(theta[:, :kmax] > threshold[:, None], axis=-1)
     k = jnp.clip(count, min(min_segments, n), kmax).astype(jnp.int32)
     emb = jnp.where(jnp.arange(kmax)[None, None, :] < k[:, None, None], vecs[..., :kmax], 0.0)
     emb = emb / jnp.maximum(jnp.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
     key = jax.random.PRNGKey(0)  # the same draw for every image: batch-invariant
-    labels = jax.vmap(lambda e, kk: _kmeans_pp(e, kk, key, kmax))(emb, k)
+    seeds = jnp.max(k)
+    labels = jax.vmap(lambda e, kk: _kmeans_pp(e, kk, key, kmax, seeds))(emb, k)
     return labels, k
 
 
 def _kway_batched(features, alpha, threshold, init, *, start: str, min_segments: int,
-                  max_segments: int, max_iter: int) -> KWayResult:
+                  max_segments: int, max_iter: int, subspace_iters: int) -> KWayResult:
     """(B, N, C) features, (B,) alpha and threshold, (B, N) init (start="labels") -> KWayResult."""
     bsz, n, _ = features.shape
     aff = jax.vmap(affinity)(features, alpha)
@@ -238,7 +242,7 @@ def _kway_batched(features, alpha, threshold, init, *, start: str, min_segments:
         fits = needed <= max_segments
     else:
         labels0, needed = spectral_start(w, d, threshold, min_segments=min_segments,
-                                         max_segments=max_segments)
+                                         max_segments=max_segments, subspace_iters=subspace_iters)
         fits = jnp.ones((bsz,), bool)
     ok = aff.finite & fits & (n > 1)
     buckets = tuple(sorted({min(b, max_segments) for b in _widths(max_segments)}))
@@ -261,7 +265,7 @@ def _widths(max_segments: int) -> tuple[int, ...]:
     return tuple(widths) + (max_segments,)
 
 
-_STATIC = ("start", "min_segments", "max_segments", "max_iter")
+_STATIC = ("start", "min_segments", "max_segments", "max_iter", "subspace_iters")
 # Under an outer vmap the extra axis joins the batch: still one loop (and one switch) per call.
 _kway_jit = jax.jit(
     lambda f, a, t, i, **kw: merge_vmap(functools.partial(_kway_batched, **kw))(f, a, t, i),
@@ -270,6 +274,7 @@ _kway_jit = jax.jit(
 
 def kway_ncut(features, alpha=10.0, *, init=None, threshold=DEFAULT_THRESHOLD,
               min_segments: int = 2, max_segments: int = 32, max_iter: int = 100,
+              subspace_iters: int = SUBSPACE_ITERS,
               return_info: bool = False):
     """Segment a feature map by discrete K-way normalized cut (module docstring).
 
@@ -283,6 +288,8 @@ def kway_ncut(features, alpha=10.0, *, init=None, threshold=DEFAULT_THRESHOLD,
       min_segments, max_segments: the spectral start's range for K (and the solver's static
         width: arrays are (N, max_segments) at most, never (N, N) per segment).
       max_iter: loop iterations (each one trial step of every image).
+      subspace_iters: spectral start: block subspace steps for the leading eigenpairs. Graphs
+        whose bulk eigenvalues come close to 1 (nearly uniform features) need more.
       return_info: also return a `KWayResult` (objective history, iterations, ...).
 
     Returns int32 labels (h, w) or (B, h, w), consecutive from 0 in order of first occurrence;
@@ -298,6 +305,8 @@ def kway_ncut(features, alpha=10.0, *, init=None, threshold=DEFAULT_THRESHOLD,
                          f"{max_segments}")
     if max_iter < 1:
         raise ValueError(f"kway_ncut: max_iter must be >= 1, got {max_iter}")
+    if subspace_iters < 1:
+        raise ValueError(f"kway_ncut: subspace_iters must be >= 1, got {subspace_iters}")
     batched = features.ndim == 4
     feats = features if batched else features[None]
     bsz, h, w, c = feats.shape
@@ -319,7 +328,8 @@ def kway_ncut(features, alpha=10.0, *, init=None, threshold=DEFAULT_THRESHOLD,
     threshold = jnp.broadcast_to(jnp.asarray(threshold, jnp.float32), (bsz,))
     result = _kway_jit(feats.reshape(bsz, n, c).astype(jnp.float32), alpha, threshold, init_flat,
                        start=start, min_segments=int(min_segments),
-                       max_segments=int(max_segments), max_iter=int(max_iter))
+                       max_segments=int(max_segments), max_iter=int(max_iter),
+                       subspace_iters=int(subspace_iters))
     if not batched:
         result = jax.tree.map(lambda x: x[0], result)
     labels = result.labels.reshape(feats.shape[:3] if batched else (h, w))

@@ -10,14 +10,16 @@ input: the K-way objective f = sum_k q_k / v_k (higher is better; the K-way NCut
 recursive partition, of its polish (`init=`) and of the standalone spectral cut forced to the same
 K (`min_segments = max_segments = K`) and free; on planted inputs the recovery of the regions
 (Hungarian-matched mIoU and ARI) of the recursive cut and both K-way modes. Then seconds per
-image at batch 1 and 16 (medians of `--repeats`) of `recursive_ncut`, the polish (recursive cut
-included) and the standalone cut, on the same inputs, in the same run. `kway_baseline` is the
+image at batch 1 and 16 (medians of `--repeats`, the ways taking turns in every repeat) of
+`recursive_ncut`, the polish (recursive cut included) and the standalone cut, on the same inputs,
+in the same run. `kway_baseline` is the
 standalone cut at `--subspace_baseline` subspace steps, in every section: what the default's
 steps buy and cost. The JSON is rewritten after every section. Runs on CPU, GPU or TPU.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 
@@ -82,18 +84,16 @@ def quality(inputs, truth=None) -> list[dict]:
     return rows
 
 
-def _median_seconds(fn, x, repeats):
-    jax.block_until_ready(fn(x))  # compile
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _seconds(fn, x) -> float:
+    t = time.perf_counter()
+    jax.block_until_ready(fn(x))
+    return time.perf_counter() - t
 
 
 def timing(feats: np.ndarray, taus, alphas, repeats: int) -> dict:
-    """Seconds per image, batch 1 (median over the inputs) and 16 (the inputs tiled)."""
+    """Seconds per image, batch 1 (median over the inputs) and 16 (the inputs tiled). The ways
+    take turns within every repeat, so that the machine's drift (2 shared cores) falls on all of
+    them alike; each figure is the median of its repeats."""
     recursive = lambda x, t, a: dc.recursive_ncut(x, t, a)  # noqa: E731
     polish = lambda x, t, a: dc.kway_ncut(x, a, init=dc.recursive_ncut(x, t, a))  # noqa: E731
     kway = lambda x, t, a: dc.kway_ncut(x, a)  # noqa: E731
@@ -101,18 +101,26 @@ def timing(feats: np.ndarray, taus, alphas, repeats: int) -> dict:
     if BASELINE["iters"]:
         ways.append(("kway_baseline",
                      lambda x, t, a: dc.kway_ncut(x, a, subspace_iters=BASELINE["iters"])))
-    out = {}
+    reps = -(-16 // len(feats))
+    batch = jnp.asarray(np.concatenate([feats] * reps)[:16])
+    t16 = jnp.asarray(np.concatenate([taus] * reps)[:16], jnp.float32)
+    a16 = jnp.asarray(np.concatenate([alphas] * reps)[:16], jnp.float32)
+    # (way, case): the call; case i < len(feats) is input i alone, case -1 the batch of 16.
+    calls = {}
     for name, fn in ways:
-        single = [_median_seconds(lambda x: fn(x, taus[i], alphas[i]), jnp.asarray(feats[i]),
-                                  repeats) for i in range(len(feats))]
-        reps = -(-16 // len(feats))
-        batch = jnp.asarray(np.concatenate([feats] * reps)[:16])
-        t16 = jnp.asarray(np.concatenate([taus] * reps)[:16], jnp.float32)
-        a16 = jnp.asarray(np.concatenate([alphas] * reps)[:16], jnp.float32)
-        out[name] = {"batch1_s_per_image": statistics.median(single),
-                     "batch16_s_per_image": _median_seconds(lambda x: fn(x, t16, a16), batch,
-                                                            repeats) / 16}
-    return out
+        for i in range(len(feats)):
+            calls[name, i] = (functools.partial(fn, t=taus[i], a=alphas[i]), jnp.asarray(feats[i]))
+        calls[name, -1] = (functools.partial(fn, t=t16, a=a16), batch)
+    for f, x in calls.values():  # compile
+        jax.block_until_ready(f(x))
+    times = {key: [] for key in calls}
+    for _ in range(repeats):
+        for key, (f, x) in calls.items():
+            times[key].append(_seconds(f, x))
+    return {name: {"batch1_s_per_image": statistics.median(
+                       [statistics.median(times[name, i]) for i in range(len(feats))]),
+                   "batch16_s_per_image": statistics.median(times[name, -1]) / 16}
+            for name, _ in ways}
 
 
 def main() -> None:

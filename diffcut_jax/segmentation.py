@@ -62,8 +62,9 @@ class SegmenterOptions:
     kway_max_segments: int = option(32, "K-way: the largest K (the solver's static width; a "
                                         "polished partition with more is kept as it is).")
     kway_max_iter: int = option(100, "K-way: solver iterations (one trial step each).")
-    kway_subspace_iters: int = option(SUBSPACE_ITERS, "K-way spectral start: subspace steps for "
-                                      "the leading eigenpairs (more for nearly uniform features).")
+    kway_subspace_iters: int = option(SUBSPACE_ITERS, "K-way spectral start: the most subspace "
+                                      "steps for the leading eigenpairs (an image stops once they "
+                                      "converge; more for nearly uniform features).")
     formulation: str = option("auto", "NCut formulation (docs/algorithm.md §2.3): stack on CPU, "
                                         "level on GPU/TPU by default.",
                                choices=("auto", "stack", "level"))

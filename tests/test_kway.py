@@ -134,6 +134,23 @@ def test_bad_arguments_are_named():
         dc.kway_ncut(feats, subspace_iters=0)
 
 
+def test_subspace_steps_stop_once_the_counted_pairs_converge():
+    """Fixtures (a clear gap) stop after the first chunk of 4 steps: their eigenpairs are those of
+    4 steps, bit for bit, within a batch where another image (no clear gap) goes on to 8."""
+    from diffcut_jax.cut.kway import leading_eigenpairs
+
+    hard = region_features(8, 32, 32, 256, noise=1.0, seed=8)[0]
+    feats = np.stack([Z["case00_features"], Z["case01_features"], hard]).reshape(3, 1024, -1)
+    w = jax.vmap(affinity)(jnp.asarray(feats), jnp.full((3,), 10.0)).weights
+    d = jnp.sum(w, axis=-1)
+    thr = jnp.full((3,), 0.9)
+    pairs = {it: leading_eigenpairs(w, d, 36, it, threshold=thr, min_segments=2, max_segments=32)
+             for it in (4, 8)}
+    np.testing.assert_array_equal(pairs[8][0][:2], pairs[4][0][:2])
+    np.testing.assert_array_equal(pairs[8][1][:2], pairs[4][1][:2])
+    assert not np.array_equal(pairs[8][0][2], pairs[4][0][2])
+
+
 def test_spectral_start_separates_a_spectrum_without_a_clear_gap():
     """Planted regions at noise 1.0: eigenvalues 1.0 for the 8 regions over a bulk at 0.88-0.89.
     The default subspace steps resolve them (4 steps gave K = 2 and an ARI of 0.1)."""

@@ -17,8 +17,8 @@ association f(X) = sum_k q_k / v_k (the K-way NCut is K - f):
 
 Two starts: a given partition (`init`, polished: never worse in f), or a spectral one: K is the
 number of eigenvalues of D^-1/2 W D^-1/2 above `threshold` (clamped to [min_segments,
-max_segments]), found with a block subspace iteration on the leading vectors (no full `eigh`),
-and the start is k-means++ (fixed key) with Lloyd steps on their row-normalised rows.
+max_segments]), found with a block subspace iteration on the leading vectors (no full `eigh`;
+chunks of steps until the counted pairs converge, at most `subspace_iters`), and the start is k-means++ (fixed key) with Lloyd steps on their row-normalised rows.
 
 One `while_loop` per batch: every image and every row updates together, converged images stop
 changing. The working width is the smallest bucket of (8, 16, 32, ...) that holds the batch's
@@ -47,7 +47,9 @@ RHO_START = 0.25  # first inertia, as a fraction of the image's largest gain
 RHO_MIN = 1.0 / 64.0
 RHO_MAX = 0.999  # at this inertia only the best rows move: refused there means converged
 OVERSAMPLE = 4  # extra columns of the subspace iteration beyond max_segments
-SUBSPACE_ITERS = 8  # 4 find K on the fixtures; near-uniform graphs need more (docs/differences.md)
+SUBSPACE_ITERS = 8  # at most: 4 find K on the fixtures; near-uniform graphs need more
+SUBSPACE_CHUNK = 4  # steps between convergence tests of the spectral start
+RESIDUAL_TOL = 0.02  # ||A x - theta x|| of every counted pair (the fixtures': <= 0.01 at 4 steps)
 LLOYD_ITERS = 10
 
 
@@ -154,26 +156,63 @@ def _orthonormalize(v, passes: int = 2):
     return v
 
 
-def leading_eigenpairs(w, d, columns: int, iters: int = SUBSPACE_ITERS):
+def leading_eigenpairs(w, d, columns: int, iters: int = SUBSPACE_ITERS, *, threshold=None,
+                       min_segments: int = 1, max_segments: int | None = None,
+                       tol: float = RESIDUAL_TOL):
     """The `columns` leading eigenpairs of D^-1/2 W D^-1/2 per image, by block subspace iteration
     and Rayleigh-Ritz: (B, columns) eigenvalues descending, (B, N, columns) vectors.
 
     The spectrum of these graphs is a cluster near 1 (one eigenvalue per near-component) over a
-    bulk far below it, so a few iterations separate the cluster; no (N, N) decomposition."""
+    bulk below it: a few steps separate the two where the bulk is far (the fixtures: 4), more
+    where it comes close (nearly uniform features). So the steps run in chunks of
+    `SUBSPACE_CHUNK`, at most `iters` in all. With a `threshold` (B,), an image stops after a
+    chunk once the K pairs it would count (eigenvalues above it, K clamped to [min_segments,
+    max_segments]) have residuals ||A x - theta x|| below `tol`, and keeps those pairs; the batch
+    stops when every image has (one `while_loop`; an image's result does not depend on its
+    batch). Without one, all `iters` steps run. No (N, N) decomposition."""
     bsz, n, _ = w.shape
     dm = jax.lax.rsqrt(jnp.where(d > 0, d, 1.0))
+    kmax = columns if max_segments is None else min(max_segments, columns)
 
     def apply(v):
         return dm[..., None] * _mm(w, dm[..., None] * v)
 
+    def steps(v, count):
+        # One pass per step keeps the block well conditioned; Ritz orthonormalises fully.
+        return jax.lax.fori_loop(0, count, lambda _, v: _orthonormalize(apply(v), passes=1), v)
+
+    def ritz(v):
+        q = _orthonormalize(v)
+        aq = apply(q)
+        t = jnp.einsum("bni,bnj->bij", q, aq, precision=HIGHEST)
+        theta, s = jnp.linalg.eigh(0.5 * (t + jnp.swapaxes(t, -1, -2)))
+        theta, s = theta[:, ::-1], s[..., ::-1]
+        x, ax = _mm(q, s), _mm(aq, s)
+        if threshold is None:
+            return theta, x, jnp.zeros((bsz,), bool)
+        k = jnp.clip(jnp.sum(theta[:, :kmax] > threshold[:, None], axis=-1), min_segments, kmax)
+        residual = jnp.linalg.norm(ax - x * theta[:, None, :], axis=1)  # (B, columns)
+        counted = jnp.arange(columns)[None, :] < k[:, None]
+        return theta, x, jnp.all(jnp.where(counted, residual < tol, True), axis=-1)
+
+    chunk = min(SUBSPACE_CHUNK, iters) if threshold is not None else iters
+    chunks = -(-iters // chunk)
     v0 = jax.random.normal(jax.random.PRNGKey(0), (n, columns), w.dtype)
-    v = _orthonormalize(jnp.broadcast_to(v0, (bsz, n, columns)))
-    # One pass per step keeps the block well conditioned; two at the end make it orthonormal.
-    v = jax.lax.fori_loop(0, iters, lambda _, v: _orthonormalize(apply(v), passes=1), v)
-    v = _orthonormalize(v)
-    t = jnp.einsum("bni,bnj->bij", v, apply(v), precision=HIGHEST)
-    theta, s = jnp.linalg.eigh(0.5 * (t + jnp.swapaxes(t, -1, -2)))
-    return theta[:, ::-1], _mm(v, s[..., ::-1])
+    v = steps(_orthonormalize(jnp.broadcast_to(v0, (bsz, n, columns))),
+              iters - (chunks - 1) * chunk)
+    theta, x, done = ritz(v)
+
+    def more(state):
+        c, v, theta, x, done = state
+        v_new = steps(v, chunk)
+        theta_new, x_new, converged = ritz(v_new)
+        keep = done[:, None, None]
+        return (c + 1, jnp.where(keep, v, v_new), jnp.where(done[:, None], theta, theta_new),
+                jnp.where(keep, x, x_new), done | converged)
+
+    state = (jnp.int32(1), v, theta, x, done)
+    state = jax.lax.while_loop(lambda s: (s[0] < chunks) & ~jnp.all(s[4]), more, state)
+    return state[2], state[3]
 
 
 def _kmeans_pp(x, k, key, kmax: int, seeds):
@@ -217,8 +256,9 @@ def spectral_start(w, d, threshold, *, min_segments: int, max_segments: int,
     """K per image from the eigenvalues above `threshold`, and the k-means++ start (B, N)."""
     n = w.shape[1]
     columns = min(max_segments + OVERSAMPLE, n)
-    theta, vecs = leading_eigenpairs(w, d, columns, subspace_iters)
     kmax = min(max_segments, n)
+    theta, vecs = leading_eigenpairs(w, d, columns, subspace_iters, threshold=threshold,
+                                     min_segments=min(min_segments, n), max_segments=kmax)
     count = jnp.sum(theta[:, :kmax] > threshold[:, None], axis=-1)
     k = jnp.clip(count, min(min_segments, n), kmax).astype(jnp.int32)
     emb = jnp.where(jnp.arange(kmax)[None, None, :] < k[:, None, None], vecs[..., :kmax], 0.0)
@@ -288,8 +328,9 @@ def kway_ncut(features, alpha=10.0, *, init=None, threshold=DEFAULT_THRESHOLD,
       min_segments, max_segments: the spectral start's range for K (and the solver's static
         width: arrays are (N, max_segments) at most, never (N, N) per segment).
       max_iter: loop iterations (each one trial step of every image).
-      subspace_iters: spectral start: block subspace steps for the leading eigenpairs. Graphs
-        whose bulk eigenvalues come close to 1 (nearly uniform features) need more.
+      subspace_iters: spectral start: the most block subspace steps for the leading eigenpairs,
+        in chunks of `SUBSPACE_CHUNK`; an image stops once its counted pairs have converged.
+        Graphs whose bulk eigenvalues come close to 1 (nearly uniform features) need more.
       return_info: also return a `KWayResult` (objective history, iterations, ...).
 
     Returns int32 labels (h, w) or (B, h, w), consecutive from 0 in order of first occurrence;

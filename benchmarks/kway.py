@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffcut_jax as dc  # noqa: E402
-from diffcut_jax.cut.kway import association  # noqa: E402
+from diffcut_jax.cut.kway import SUBSPACE_ITERS, association  # noqa: E402
 from diffcut_jax.cut.graph import affinity, canonical_labels  # noqa: E402
 from diffcut_jax.cut.labels import adjusted_rand_index, matched_miou  # noqa: E402
 from diffcut_jax.testing import region_features  # noqa: E402
@@ -53,11 +53,7 @@ def objective(features, labels, alpha) -> float:
     return float(association(w, jnp.sum(w, -1), lab, int(lab.max()) + 1)[3][0])
 
 
-# The spectral start at another number of subspace steps (--subspace_baseline), beside the default.
-BASELINE = {"iters": 0}
-
-
-def cuts(features, tau, alpha):
+def cuts(features, tau, alpha, baseline_iters: int):
     rec = np.asarray(dc.recursive_ncut(jnp.asarray(features), tau, alpha))
     k = int(rec.max()) + 1
     polished = np.asarray(dc.kway_ncut(features, alpha, init=rec))
@@ -65,17 +61,17 @@ def cuts(features, tau, alpha):
                                       max_segments=min(k, 32)))
     free = np.asarray(dc.kway_ncut(features, alpha))
     out = {"recursive": rec, "polished": polished, "kway_equal_k": equal_k, "kway": free}
-    if BASELINE["iters"]:
+    if baseline_iters:
         out["kway_baseline"] = np.asarray(dc.kway_ncut(features, alpha,
-                                                       subspace_iters=BASELINE["iters"]))
+                                                       subspace_iters=baseline_iters))
     return out
 
 
-def quality(inputs, truth=None) -> list[dict]:
+def quality(inputs, baseline_iters: int, truth=None) -> list[dict]:
     rows = []
     for name, feats, tau, alpha in inputs:
         row = {"input": name}
-        for method, lab in cuts(feats, tau, alpha).items():
+        for method, lab in cuts(feats, tau, alpha, baseline_iters).items():
             row[method] = {"segments": int(lab.max()) + 1, "f": objective(feats, lab, alpha)}
             if truth is not None:
                 row[method]["miou"] = matched_miou(lab, truth[name])
@@ -90,7 +86,7 @@ def _seconds(fn, x) -> float:
     return time.perf_counter() - t
 
 
-def timing(feats: np.ndarray, taus, alphas, repeats: int) -> dict:
+def timing(feats: np.ndarray, taus, alphas, repeats: int, baseline_iters: int) -> dict:
     """Seconds per image, batch 1 (median over the inputs) and 16 (the inputs tiled). The ways
     take turns within every repeat, so that the machine's drift (2 shared cores) falls on all of
     them alike; each figure is the median of its repeats."""
@@ -98,9 +94,9 @@ def timing(feats: np.ndarray, taus, alphas, repeats: int) -> dict:
     polish = lambda x, t, a: dc.kway_ncut(x, a, init=dc.recursive_ncut(x, t, a))  # noqa: E731
     kway = lambda x, t, a: dc.kway_ncut(x, a)  # noqa: E731
     ways = [("recursive", recursive), ("polished", polish), ("kway", kway)]
-    if BASELINE["iters"]:
+    if baseline_iters:
         ways.append(("kway_baseline",
-                     lambda x, t, a: dc.kway_ncut(x, a, subspace_iters=BASELINE["iters"])))
+                     lambda x, t, a: dc.kway_ncut(x, a, subspace_iters=baseline_iters)))
     reps = -(-16 // len(feats))
     batch = jnp.asarray(np.concatenate([feats] * reps)[:16])
     t16 = jnp.asarray(np.concatenate([taus] * reps)[:16], jnp.float32)
@@ -137,10 +133,8 @@ def main() -> None:
     parser.add_argument("--out", default="kway.json")
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
     args = parser.parse_args()
-    BASELINE["iters"] = args.subspace_baseline
     report = {"machine": machine(), "repeats": args.repeats,
-              "subspace_iters": {"kway": dc.kway_ncut.__kwdefaults__["subspace_iters"],
-                                 "kway_baseline": args.subspace_baseline}}
+              "subspace_iters": {"kway": SUBSPACE_ITERS, "kway_baseline": args.subspace_baseline}}
 
     def dump():
         Path(args.out).write_text(json.dumps(report, indent=1))
@@ -150,7 +144,7 @@ def main() -> None:
     for i in range(16):
         meta = json.loads(str(z[f"case{i:02d}_meta"]))
         fixtures.append((f"case{i:02d}", z[f"case{i:02d}_features"], meta["tau"], meta["alpha"]))
-    report["fixtures"] = quality(fixtures)
+    report["fixtures"] = quality(fixtures, args.subspace_baseline)
     dump()
     planted, truth = [], {}
     for noise in (float(x) for x in args.noise.split(",")):
@@ -159,14 +153,18 @@ def main() -> None:
             name = f"planted k={k} noise={noise}"
             planted.append((name, feats, 0.5, 10.0))
             truth[name] = labels
-    report["planted"] = quality(planted, truth)
+    report["planted"] = quality(planted, args.subspace_baseline, truth)
     dump()
     timed = [x for x in planted if float(x[0].split("noise=")[1]) <= args.timing_max_noise]
     for label, inputs in (("fixtures", fixtures), ("planted", timed)):
+        if not inputs:  # every planted map is noisier than --timing_max_noise
+            report[f"timing_{label}"] = None
+            continue
         feats = np.stack([x[1] for x in inputs])
         taus = np.array([x[2] for x in inputs], np.float32)
         alphas = np.array([x[3] for x in inputs], np.float32)
-        report[f"timing_{label}"] = timing(feats, taus, alphas, args.repeats)
+        report[f"timing_{label}"] = timing(feats, taus, alphas, args.repeats,
+                                           args.subspace_baseline)
         dump()
     summary = {}
     for label in ("fixtures", "planted"):

@@ -18,7 +18,8 @@ association f(X) = sum_k q_k / v_k (the K-way NCut is K - f):
 Two starts: a given partition (`init`, polished: never worse in f), or a spectral one: K is the
 number of eigenvalues of D^-1/2 W D^-1/2 above `threshold` (clamped to [min_segments,
 max_segments]), found with a block subspace iteration on the leading vectors (no full `eigh`;
-chunks of steps until the counted pairs converge, at most `subspace_iters`), and the start is k-means++ (fixed key) with Lloyd steps on their row-normalised rows.
+chunks of steps until the counted pairs converge, at most `subspace_iters`), and the start is
+k-means++ (fixed key) with Lloyd steps on their row-normalised rows.
 
 One `while_loop` per batch: every image and every row updates together, converged images stop
 changing. The working width is the smallest bucket of (8, 16, 32, ...) that holds the batch's
@@ -156,23 +157,27 @@ def _orthonormalize(v, passes: int = 2):
     return v
 
 
-def leading_eigenpairs(w, d, columns: int, iters: int = SUBSPACE_ITERS, *, threshold=None,
-                       min_segments: int = 1, max_segments: int | None = None,
-                       tol: float = RESIDUAL_TOL):
+def spectral_count(theta, threshold, *, min_segments: int, max_segments: int):
+    """K per image: eigenvalues (B, columns), descending, above `threshold` (B,), clamped."""
+    count = jnp.sum(theta[:, :max_segments] > threshold[:, None], axis=-1)
+    return jnp.clip(count, min_segments, max_segments).astype(jnp.int32)
+
+
+def leading_eigenpairs(w, d, columns: int, iters: int, *, threshold, min_segments: int,
+                       max_segments: int, tol: float = RESIDUAL_TOL):
     """The `columns` leading eigenpairs of D^-1/2 W D^-1/2 per image, by block subspace iteration
     and Rayleigh-Ritz: (B, columns) eigenvalues descending, (B, N, columns) vectors.
 
     The spectrum of these graphs is a cluster near 1 (one eigenvalue per near-component) over a
     bulk below it: a few steps separate the two where the bulk is far (the fixtures: 4), more
     where it comes close (nearly uniform features). So the steps run in chunks of
-    `SUBSPACE_CHUNK`, at most `iters` in all. With a `threshold` (B,), an image stops after a
-    chunk once the K pairs it would count (eigenvalues above it, K clamped to [min_segments,
+    `SUBSPACE_CHUNK`, at most `iters` in all. An image stops after a chunk once the K pairs it
+    counts (`spectral_count`: eigenvalues above `threshold` (B,), K in [min_segments,
     max_segments]) have residuals ||A x - theta x|| below `tol`, and keeps those pairs; the batch
     stops when every image has (one `while_loop`; an image's result does not depend on its
-    batch). Without one, all `iters` steps run. No (N, N) decomposition."""
+    batch). No (N, N) decomposition."""
     bsz, n, _ = w.shape
     dm = jax.lax.rsqrt(jnp.where(d > 0, d, 1.0))
-    kmax = columns if max_segments is None else min(max_segments, columns)
 
     def apply(v):
         return dm[..., None] * _mm(w, dm[..., None] * v)
@@ -188,14 +193,13 @@ def leading_eigenpairs(w, d, columns: int, iters: int = SUBSPACE_ITERS, *, thres
         theta, s = jnp.linalg.eigh(0.5 * (t + jnp.swapaxes(t, -1, -2)))
         theta, s = theta[:, ::-1], s[..., ::-1]
         x, ax = _mm(q, s), _mm(aq, s)
-        if threshold is None:
-            return theta, x, jnp.zeros((bsz,), bool)
-        k = jnp.clip(jnp.sum(theta[:, :kmax] > threshold[:, None], axis=-1), min_segments, kmax)
+        k = spectral_count(theta, threshold, min_segments=min_segments,
+                           max_segments=min(max_segments, columns))
         residual = jnp.linalg.norm(ax - x * theta[:, None, :], axis=1)  # (B, columns)
         counted = jnp.arange(columns)[None, :] < k[:, None]
         return theta, x, jnp.all(jnp.where(counted, residual < tol, True), axis=-1)
 
-    chunk = min(SUBSPACE_CHUNK, iters) if threshold is not None else iters
+    chunk = min(SUBSPACE_CHUNK, iters)
     chunks = -(-iters // chunk)
     v0 = jax.random.normal(jax.random.PRNGKey(0), (n, columns), w.dtype)
     v = steps(_orthonormalize(jnp.broadcast_to(v0, (bsz, n, columns))),
@@ -203,12 +207,12 @@ def leading_eigenpairs(w, d, columns: int, iters: int = SUBSPACE_ITERS, *, thres
     theta, x, done = ritz(v)
 
     def more(state):
+        # A converged image keeps its pairs; its block may go on (it no longer counts).
         c, v, theta, x, done = state
-        v_new = steps(v, chunk)
-        theta_new, x_new, converged = ritz(v_new)
-        keep = done[:, None, None]
-        return (c + 1, jnp.where(keep, v, v_new), jnp.where(done[:, None], theta, theta_new),
-                jnp.where(keep, x, x_new), done | converged)
+        v = steps(v, chunk)
+        theta_new, x_new, converged = ritz(v)
+        return (c + 1, v, jnp.where(done[:, None], theta, theta_new),
+                jnp.where(done[:, None, None], x, x_new), done | converged)
 
     state = (jnp.int32(1), v, theta, x, done)
     state = jax.lax.while_loop(lambda s: (s[0] < chunks) & ~jnp.all(s[4]), more, state)
@@ -257,10 +261,10 @@ def spectral_start(w, d, threshold, *, min_segments: int, max_segments: int,
     n = w.shape[1]
     columns = min(max_segments + OVERSAMPLE, n)
     kmax = min(max_segments, n)
+    kmin = min(min_segments, n)
     theta, vecs = leading_eigenpairs(w, d, columns, subspace_iters, threshold=threshold,
-                                     min_segments=min(min_segments, n), max_segments=kmax)
-    count = jnp.sum(theta[:, :kmax] > threshold[:, None], axis=-1)
-    k = jnp.clip(count, min(min_segments, n), kmax).astype(jnp.int32)
+                                     min_segments=kmin, max_segments=kmax)
+    k = spectral_count(theta, threshold, min_segments=kmin, max_segments=kmax)
     emb = jnp.where(jnp.arange(kmax)[None, None, :] < k[:, None, None], vecs[..., :kmax], 0.0)
     emb = emb / jnp.maximum(jnp.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
     key = jax.random.PRNGKey(0)  # the same draw for every image: batch-invariant

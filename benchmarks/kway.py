@@ -11,8 +11,9 @@ recursive partition, of its polish (`init=`) and of the standalone spectral cut 
 K (`min_segments = max_segments = K`) and free; on planted inputs the recovery of the regions
 (Hungarian-matched mIoU and ARI) of the recursive cut and both K-way modes. Then seconds per
 image at batch 1 and 16 (medians of `--repeats`, the ways taking turns in every repeat) of
-`recursive_ncut`, the polish (recursive cut included) and the standalone cut, on the same inputs,
-in the same run. `kway_baseline` is the
+`recursive_ncut`, the polish (recursive cut included), the standalone cut and, to show where
+the time goes, the graph alone (`graph`: W and its degrees, batched as the K-way cut builds it),
+on the same inputs, in the same run. `kway_baseline` is the
 standalone cut at `--subspace_baseline` subspace steps, in every section: what the default's
 steps buy and cost. The JSON is rewritten after every section. Runs on CPU, GPU or TPU.
 """
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffcut_jax as dc  # noqa: E402
 from diffcut_jax.cut.kway import SUBSPACE_ITERS, association  # noqa: E402
-from diffcut_jax.cut.graph import affinity, canonical_labels  # noqa: E402
+from diffcut_jax.cut.graph import affinity, batched_affinity, canonical_labels  # noqa: E402
 from diffcut_jax.cut.labels import adjusted_rand_index, matched_miou  # noqa: E402
 from diffcut_jax.testing import region_features  # noqa: E402
 from ncut import machine  # noqa: E402
@@ -86,6 +87,20 @@ def _seconds(fn, x) -> float:
     return time.perf_counter() - t
 
 
+@jax.jit
+def _graph_batch(x, alpha):
+    w = batched_affinity(x.reshape(x.shape[0], -1, x.shape[-1]), alpha).weights
+    return w, jnp.sum(w, axis=-1)
+
+
+def _graph(x, t, a):
+    """The graph both cuts build (the K-way cut's batched one) and its degrees, alone."""
+    del t
+    batched = x.ndim == 4
+    x = x if batched else x[None]
+    return _graph_batch(x, jnp.broadcast_to(jnp.asarray(a, jnp.float32), (x.shape[0],)))
+
+
 def timing(feats: np.ndarray, taus, alphas, repeats: int, baseline_iters: int) -> dict:
     """Seconds per image, batch 1 (median over the inputs) and 16 (the inputs tiled). The ways
     take turns within every repeat, so that the machine's drift (2 shared cores) falls on all of
@@ -93,7 +108,7 @@ def timing(feats: np.ndarray, taus, alphas, repeats: int, baseline_iters: int) -
     recursive = lambda x, t, a: dc.recursive_ncut(x, t, a)  # noqa: E731
     polish = lambda x, t, a: dc.kway_ncut(x, a, init=dc.recursive_ncut(x, t, a))  # noqa: E731
     kway = lambda x, t, a: dc.kway_ncut(x, a)  # noqa: E731
-    ways = [("recursive", recursive), ("polished", polish), ("kway", kway)]
+    ways = [("recursive", recursive), ("polished", polish), ("kway", kway), ("graph", _graph)]
     if baseline_iters:
         ways.append(("kway_baseline",
                      lambda x, t, a: dc.kway_ncut(x, a, subspace_iters=baseline_iters)))

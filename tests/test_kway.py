@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import diffcut_jax as dc
-from diffcut_jax.cut.graph import affinity
+from diffcut_jax.cut.graph import affinity, batched_affinity
 from diffcut_jax.cut.kway import association, scores
 from diffcut_jax.testing import region_features
 from tests.helpers import load_fixture, meta
@@ -84,6 +84,21 @@ def test_polishing_never_raises_the_kway_ncut_on_the_fixtures(case):
     assert bool(info.polished) and k_pol <= k_rec
     # K-way NCut = K - f; K can only shrink and f can only grow.
     assert k_pol - _f(w, d, polished) <= k_rec - _f(w, d, rec) + 1e-6
+
+
+def test_batched_graph_equals_the_per_image_graph():
+    """The batch's graph (normalized in a flat view, for XLA:CPU's fusion) is `affinity`'s, bit
+    for bit: weights, exact-zero rows and validity, on the fixtures, a constant and a NaN map."""
+    feats = [Z[f"{c}_features"].reshape(-1, Z[f"{c}_features"].shape[-1]) for c in CASES]
+    feats += [np.ones_like(feats[0]), np.where(np.arange(feats[0].size).reshape(feats[0].shape)
+                                               == 7, np.nan, feats[0])]
+    alphas = jnp.asarray([meta(Z, f"{c}_meta")["alpha"] for c in CASES] + [10.0, 10.0], jnp.float32)
+    x = jnp.asarray(np.stack(feats))
+    batched = jax.jit(batched_affinity)(x, alphas)
+    for i in range(len(feats)):
+        one = jax.jit(affinity)(x[i], alphas[i])
+        for name, a, b in zip(one._fields, one, batched):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b[i]), err_msg=f"{name} {i}")
 
 
 def test_batch_of_eight_equals_one_at_a_time():

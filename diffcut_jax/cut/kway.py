@@ -1,7 +1,8 @@
 """Discrete K-way normalized cut by proximal linearization (Falcon, ICLR 2026; docs/algorithm.md §8).
 
-The graph is the recursive NCut's (`graph.affinity`: min-max cosine similarities to the power
-alpha), so the two cuts differ only in how they partition it. With a one-hot assignment X (N x K),
+The graph is the recursive NCut's (`graph.affinity`, built for the batch by
+`graph.batched_affinity`: min-max cosine similarities to the power alpha), so the two cuts differ
+only in how they partition it. With a one-hot assignment X (N x K),
 degrees d = W 1, q_k = x_k^T W x_k and v_k = d^T x_k, the solver maximises the normalised
 association f(X) = sum_k q_k / v_k (the K-way NCut is K - f):
 
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 
 from diffcut_jax.cut.batching import merge_vmap
 from diffcut_jax.cut.buckets import smallest_bucket
-from diffcut_jax.cut.graph import HIGHEST, affinity, canonical_labels
+from diffcut_jax.cut.graph import HIGHEST, batched_affinity, canonical_labels
 
 STARTS = ("spectral", "labels")
 # Our constants where the paper gives none (chosen on the fixtures and planted partitions,
@@ -277,7 +278,7 @@ def _kway_batched(features, alpha, threshold, init, *, start: str, min_segments:
                   max_segments: int, max_iter: int, subspace_iters: int) -> KWayResult:
     """(B, N, C) features, (B,) alpha and threshold, (B, N) init (start="labels") -> KWayResult."""
     bsz, n, _ = features.shape
-    aff = jax.vmap(affinity)(features, alpha)
+    aff = batched_affinity(features, alpha)
     w = aff.weights
     d = jnp.sum(w, axis=-1)
     if start == "labels":

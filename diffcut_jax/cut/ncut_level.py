@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from diffcut_jax.cut import spectral
-from diffcut_jax.cut.graph import HIGHEST, NUM_THRESHOLDS, affinity, thresholds
+from diffcut_jax.cut.graph import HIGHEST, NUM_THRESHOLDS, batched_affinity, thresholds
 from diffcut_jax.cut.spectral import per_node, segment_sum
 
 SMALL = 32  # regions up to this many active nodes are solved densely
@@ -207,7 +207,7 @@ def recursive_ncut_level(features, tau, alpha, *, slots: int = 16, subspace: int
     [0, num_regions) but not in a canonical order (see `ncut.canonical_labels`).
     """
     bsz, n, _ = features.shape
-    aff = jax.vmap(affinity)(features, alpha)
+    aff = batched_affinity(features, alpha)
     init = LevelState(
         region=jnp.zeros((bsz, n), jnp.int32),
         pending=jnp.zeros((bsz, n), bool).at[:, 0].set(True),

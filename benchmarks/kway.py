@@ -96,8 +96,7 @@ def _graph_batch(x, alpha):
 def _graph(x, t, a):
     """The graph both cuts build (the K-way cut's batched one) and its degrees, alone."""
     del t
-    batched = x.ndim == 4
-    x = x if batched else x[None]
+    x = x if x.ndim == 4 else x[None]
     return _graph_batch(x, jnp.broadcast_to(jnp.asarray(a, jnp.float32), (x.shape[0],)))
 
 

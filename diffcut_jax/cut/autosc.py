@@ -16,7 +16,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from diffcut_jax.cut.graph import HIGHEST, min_max_similarity
+from diffcut_jax.cut.graph import HIGHEST, batched_min_max_similarity
 from diffcut_jax.cut.labels import consecutive
 
 DEFAULT_ALPHAS = (1.0, 5.0, 10.0, 15.0)
@@ -87,10 +87,9 @@ def cluster_qr(vectors: jnp.ndarray, k, max_clusters: int = MAX_CLUSTERS) -> jnp
     return jnp.argmax(scores, axis=1).astype(jnp.int32)
 
 
-def _autosc_single(features, alphas, use_chosen_alpha, return_info):
-    h, w, c = features.shape
-    n = h * w
-    w_sim, ok = min_max_similarity(features.reshape(n, c))
+def _autosc_single(w_sim, ok, alphas, use_chosen_alpha, return_info, *, shape):
+    """One image's min-max similarities (N, N) and validity -> labels of `shape` (h, w)."""
+    n = w_sim.shape[0]
     spectra = [normalized_spectrum(jnp.power(w_sim, a)) for a in alphas]
     best = jnp.stack([jnp.max(eigengap_scores(s.eigenvalues)) for s in spectra])
     which = jnp.argmax(best)
@@ -101,7 +100,7 @@ def _autosc_single(features, alphas, use_chosen_alpha, return_info):
     else:
         vectors = spectra[-1].vectors
     labels = consecutive(cluster_qr(vectors, k), n)
-    labels = jnp.where(ok & jnp.all(jnp.isfinite(vectors)), labels, 0).reshape(h, w)
+    labels = jnp.where(ok & jnp.all(jnp.isfinite(vectors)), labels, 0).reshape(shape)
     if return_info:
         return labels, {"alpha": jnp.asarray(alphas)[which], "k": k}
     return labels
@@ -131,8 +130,13 @@ def autosc(
 
 @functools.partial(jax.jit, static_argnames=("alphas", "use_chosen_alpha", "return_info"))
 def _autosc_jit(features, *, alphas, use_chosen_alpha, return_info):
-    fn = functools.partial(
-        _autosc_single, alphas=alphas, use_chosen_alpha=use_chosen_alpha, return_info=return_info
-    )
-    # Dense eigh per image, no data-dependent branches: the batch is vmapped.
-    return jax.vmap(fn)(features) if features.ndim == 4 else fn(features)
+    batched = features.ndim == 4
+    feats = features if batched else features[None]
+    bsz, h, w, c = feats.shape
+    # The graph for the whole batch (see `batched_min_max_similarity`); then, dense eigh per
+    # image with no data-dependent branches, the batch is vmapped.
+    w_sim, ok = batched_min_max_similarity(feats.reshape(bsz, h * w, c))
+    fn = functools.partial(_autosc_single, alphas=alphas, use_chosen_alpha=use_chosen_alpha,
+                           return_info=return_info, shape=(h, w))
+    out = jax.vmap(fn)(w_sim, ok)
+    return out if batched else jax.tree.map(lambda x: x[0], out)

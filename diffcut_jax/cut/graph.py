@@ -61,16 +61,23 @@ def affinity(features: jnp.ndarray, alpha) -> Affinity:
     return _power(*min_max_similarity(features), alpha)
 
 
-def batched_affinity(features: jnp.ndarray, alpha: jnp.ndarray) -> Affinity:
-    """(B, N, C) features, (B,) alpha -> the batch's `Affinity`, equal to `vmap(affinity)` bit for
-    bit. The features are normalized in a flat (B * N, C) view: under `vmap`, XLA:CPU fuses the
-    batched normalization into the Gram product's (YNNPACK) fusion and recomputes it there,
-    which made the graph 2.5x slower per image at batch 16 (benchmarks/kway.py)."""
+def batched_min_max_similarity(features: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(B, N, C) features -> `min_max_similarity` per image, bit for bit: (B, N, N) and (B,).
+
+    For batches, instead of `vmap(min_max_similarity)`: XLA:CPU fuses the normalization into the
+    Gram product's YNNPACK fusion either way, and the vmapped (B, N, C) form of that fusion ran
+    2.5x slower per image at batch 16 than at batch 1. The same arithmetic in a flat (B * N, C)
+    view does not slow down (docs/performance.md, the K-way section)."""
     bsz, n, c = features.shape
     f = normalize_features(features.reshape(bsz * n, c).astype(jnp.float32)).reshape(bsz, n, c)
     gram = jnp.einsum("bnc,bmc->bnm", f, f, precision=HIGHEST)
-    w, ok = jax.vmap(_min_max)(gram, features)
-    return jax.vmap(_power)(w, ok, alpha)
+    return jax.vmap(_min_max)(gram, features)
+
+
+def batched_affinity(features: jnp.ndarray, alpha: jnp.ndarray) -> Affinity:
+    """(B, N, C) features, (B,) alpha -> the batch's `Affinity`, bit for bit `vmap(affinity)`
+    (built on `batched_min_max_similarity`)."""
+    return jax.vmap(_power)(*batched_min_max_similarity(features), alpha)
 
 
 def thresholds(ymin: jnp.ndarray, ymax: jnp.ndarray) -> jnp.ndarray:

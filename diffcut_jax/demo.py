@@ -83,9 +83,13 @@ def sample_images(cache: Path, folder: str | Path | None = None) -> dict[str, Pa
             Image.fromarray(synthetic_scene(kind)).save(path)
         out[f"{kind} (drawn)"] = path
     if folder is not None:
-        for p in sorted(Path(folder).iterdir()):
+        from diffcut_jax.io import paths
+        from diffcut_jax.io.cache import local_copy
+
+        # A bucket's images are copied once into the user's cache: the browser is served files.
+        for p in sorted(paths.as_path(folder).iterdir(), key=lambda q: q.name):
             if p.suffix.lower() in imageio.IMAGE_SUFFIXES:
-                out[p.name] = p
+                out[p.name] = local_copy(p)
     return out
 
 

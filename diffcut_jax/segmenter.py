@@ -28,6 +28,7 @@ import numpy as np
 from diffcut_jax.features.extractor import DiffusionFeatureExtractor, load_extractor
 from diffcut_jax.io.image_ops import resize_images, resize_labels_nearest, working_size
 from diffcut_jax.io.imageio import DEFAULT_MAX_PIXELS
+from diffcut_jax.io.paths import as_path
 from diffcut_jax.segmentation import (
     FeatureModel,
     SegmenterOptions,
@@ -176,9 +177,9 @@ class DiffCut:
         for done in OrderedStream(batcher, items, window=window):
             item = done.item
             if done.labels is None:
-                yield FileResult(Path(item.key), error=done.error, seconds=item.seconds)
+                yield FileResult(as_path(item.key), error=done.error, seconds=item.seconds)
                 continue
-            yield FileResult(Path(item.key), labels=done.labels,
+            yield FileResult(as_path(item.key), labels=done.labels,
                              image=done.image if keep_images else None,
                              num_segments=int(done.labels.max()) + 1, seconds=done.seconds)
 

@@ -44,7 +44,15 @@ def run(argv: list[str]) -> int:
     except ValueError:
         sys.stderr.write(f"error: --patch must be two integers, got {','.join(FLAGS.patch)}\n")
         return 2
-    path = Path(argv[0])
+    from diffcut_jax.io import paths
+
+    path = paths.as_path(argv[0])
+    output = paths.as_path(FLAGS.output) if FLAGS.output else path.with_name(f"{path.stem}_coherence.png")
+    try:
+        paths.check_output(output.parent, "--output")
+    except paths.OutputLocationError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
     try:
         image = imageio.read_rgb(path)
     except imageio.ImageReadError as e:
@@ -65,7 +73,6 @@ def run(argv: list[str]) -> int:
         return 2
     out = coherence_overlay(image, np.asarray(sim), patch, FLAGS.opacity)
     fh, fw = feats.shape[:2]
-    output = Path(FLAGS.output) if FLAGS.output else path.with_name(f"{path.stem}_coherence.png")
     imageio.write_rgb_png(output, out)
     sys.stderr.write(f"wrote {output} (feature map {fh} x {fw}, patch {patch}, "
                      f"similarity range [{float(sim.min()):.3f}, {float(sim.max()):.3f}])\n")

@@ -176,9 +176,9 @@ def entry_point(run):
 
         # absl shows INFO records; JAX's backend probing ("Unable to initialize backend 'tpu'")
         # is one on every machine without that accelerator, httpx logs every request of the
-        # hub client and the demo. `-v 1` shows them again.
+        # hub client and the demo, botocore where it found credentials. `-v 1` shows them again.
         if flags.FLAGS.verbosity <= 0:
-            for name in ("jax", "httpx"):
+            for name in ("jax", "httpx", "botocore", "aiobotocore", "s3fs", "gcsfs", "google.auth"):
                 logging.getLogger(name).setLevel(logging.WARNING)
         if flags.FLAGS.deterministic:
             from diffcut_jax import determinism

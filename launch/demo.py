@@ -53,7 +53,9 @@ def run(argv: list[str]) -> int:
     from diffcut_jax.features.hub import ModelNotAvailableError
     from diffcut_jax.segmenter import DiffCut
 
-    if FLAGS.samples and not Path(FLAGS.samples).is_dir():
+    from diffcut_jax.io.paths import as_path
+
+    if FLAGS.samples and not as_path(FLAGS.samples).is_dir():
         sys.stderr.write(f"error: --samples={FLAGS.samples}: no such folder\n")
         return 2
     problem = common.unavailable_model(FLAGS.model, FLAGS.clip_model or None)

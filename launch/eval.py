@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import signal
 import sys
 import time
@@ -102,16 +101,15 @@ def class_table(result) -> str:
 
 
 def write_outputs(workdir: Path, cfg, result, extra: dict) -> None:
-    from diffcut_jax.io.imageio import atomic_write
+    from diffcut_jax.io.paths import atomic_write, write_text
 
-    workdir.mkdir(parents=True, exist_ok=True)
     summary = {
         "benchmark": result.benchmark.name, "title": result.benchmark.title, "model": cfg.model.path,
         "miou": result.miou, "pixel_accuracy": result.pixel_accuracy,
         "images": result.accumulator.images, "num_classes": result.benchmark.num_classes,
         **extra, "per_class": result.per_class(), "config": cfg.to_dict(),
     }
-    atomic_write(workdir / "results.json", lambda p: p.write_text(json.dumps(summary, indent=1, default=list)))
+    write_text(workdir / "results.json", json.dumps(summary, indent=1, default=list))
 
     def write_csv(p):
         with open(p, "w", newline="") as fh:
@@ -120,7 +118,7 @@ def write_outputs(workdir: Path, cfg, result, extra: dict) -> None:
             w.writerows(result.per_class())
 
     atomic_write(workdir / "per_class.csv", write_csv)
-    atomic_write(workdir / "config.json", lambda p: p.write_text(cfg.to_json_best_effort(indent=1)))
+    write_text(workdir / "config.json", cfg.to_json_best_effort(indent=1))
 
 
 class UsageError(Exception):
@@ -242,7 +240,7 @@ def report(cfg, result, bench, workdir: Path, *, checkpoint_seconds: float = 0.0
     """Per-image records (every process), then the class table, summary line and files (process 0)."""
     import jax
 
-    from diffcut_jax.io.imageio import atomic_write
+    from diffcut_jax.io.paths import write_text
 
     openvocab = is_openvocab(cfg)
     expected = None if openvocab else bench.published_miou(
@@ -259,9 +257,8 @@ def report(cfg, result, bench, workdir: Path, *, checkpoint_seconds: float = 0.0
     if openvocab:  # the original's own number: per-image Jaccard, averaged over images
         extra["per_image_jaccard"] = result.per_image_jaccard
     # Per image (this process's images): segments, valid and correctly matched pixels.
-    workdir.mkdir(parents=True, exist_ok=True)
     name = "per_image.jsonl" if jax.process_count() == 1 else f"per_image.{jax.process_index()}.jsonl"
-    atomic_write(workdir / name, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in result.per_image)))
+    write_text(workdir / name, "".join(json.dumps(r) + "\n" for r in result.per_image))
     if jax.process_index() == 0:
         print(class_table(result))
         line = (f"{bench.title}: mIoU {100 * result.miou:.2f}%  pixel accuracy "
@@ -291,10 +288,16 @@ def run(args: list[str]) -> int:
 
     from diffcut_jax.evaluation import resume
     from diffcut_jax.features.checkpoint import CheckpointError
+    from diffcut_jax.io import paths
 
-    workdir = Path(FLAGS.workdir)
+    workdir = paths.as_path(FLAGS.workdir)
     try:
         validate(cfg)
+        # A missing bucket, missing credentials or a denied write: one line, before the dataset
+        # is built and before any model loads.
+        paths.check_output(workdir, "--workdir")
+        if FLAGS.manual_dir:
+            paths.check_input(FLAGS.manual_dir, "--manual_dir")
         common.initialize_distributed()
         bench, builder, split, total, local_total, batch_size = prepare_data(cfg)
         store = resume.ProgressStore(workdir / "progress",
@@ -350,7 +353,7 @@ def run(args: list[str]) -> int:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("results written")
     if jax.process_index() == 0:
-        shutil.rmtree(store.folder, ignore_errors=True)  # done: results.json is the record
+        paths.remove_tree(store.folder)  # done: results.json is the record
     return 0
 
 

@@ -188,7 +188,8 @@ def run(inputs: list[str]) -> int:
         sys.stderr.write("error: --output_dir is required\n")
         return 2
     if FLAGS.merge:
-        return _merge_only(Path(FLAGS.output_dir))
+        from diffcut_jax.io.paths import as_path
+        return _merge_only(as_path(FLAGS.output_dir))
     try:
         dataset, seg_options, label_opts, vocabulary = _options()
     except ValueError as e:

@@ -11,7 +11,8 @@ from tests.helpers import REPO
 PACKAGE = REPO / "diffcut_jax"
 # Lowest first. A module may import its own unit and any unit of a lower rank.
 RANKS = {
-    "io": 0, "options": 0, "determinism": 0, "models": 0, "data": 0, "presets": 0,  # foundation
+    "io": -1,  # the path layer and file formats: under everything (data reads downloads through it)
+    "options": 0, "determinism": 0, "models": 0, "data": 0, "presets": 0,  # foundation
     "features": 1, "cut": 2, "masks": 3, "naming": 4,  # the stages, in the pipeline's order
     # The compositions of the stages (imports among them checked for cycles).
     "segmentation": 5, "segmenter": 5, "coherence": 5, "demo": 5, "testing": 5,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcut_jax.io import imageio
+from diffcut_jax.io import imageio, paths
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
 from tests.helpers import MIXED_SIZES, REPO
 
@@ -95,7 +95,7 @@ def _check_run(out: Path, stderr: str, *, devices: int, processes: int = 1) -> N
     assert sum(f["processed"] for f in figures) == 40 and sum(f["failed"] for f in figures) == 3
     assert {Path(u["input"]).name for f in figures for u in f["unreadable"]} == UNREADABLE.keys()
     assert all(f["devices"] == devices and 0 <= f["input_wait_share"] <= 1 for f in figures)
-    assert not list(out.glob(f"*{imageio.PARTIAL_SUFFIX}"))
+    assert not list(out.glob(f"*{paths.PARTIAL_SUFFIX}"))
 
 
 def _same_labels(a: Path, b: Path) -> None:
@@ -195,7 +195,7 @@ def test_killed_and_terminated_runs_resume_to_the_same_results(data, tmp_path):
     assert "the open shard closed" in res.stderr
     docs = [json.loads(p.read_text()) for p in sorted(stopped.glob("coco-*.json"))]
     assert all(d["complete"] for d in docs[:-1]) and not docs[-1]["complete"]
-    assert not list(stopped.glob(f"*{imageio.PARTIAL_SUFFIX}")) and not (stopped / "coco.json").exists()
+    assert not list(stopped.glob(f"*{paths.PARTIAL_SUFFIX}")) and not (stopped / "coco.json").exists()
     res = _run([*args, "--output_dir", str(stopped)])
     assert res.returncode == 0, res.stderr[-3000:]
     assert (stopped / "coco.json").read_text() == (data["ref"] / "coco.json").read_text()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcut_jax.io import coco_output, imageio
+from diffcut_jax.io import coco_output, imageio, paths
 from diffcut_jax.io.image_ops import working_size
 from diffcut_jax.segmenter import DiffCut
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
@@ -267,7 +267,7 @@ def test_interrupted_run_resumes(tiny_root, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     for p in sorted(src.iterdir()):
         _check_outputs(out, p.stem, p)
-    assert not list(out.rglob(f"*{imageio.PARTIAL_SUFFIX}"))
+    assert not list(out.rglob(f"*{paths.PARTIAL_SUFFIX}"))
     for name, mtime in done_before.items():  # complete outputs were not recomputed
         assert (out / name).stat().st_mtime_ns == mtime
     assert f"{len(done_before)} image(s) already done" in res.stderr

@@ -22,6 +22,7 @@ from diffcut_jax.data import label_maps
 from diffcut_jax.data.benchmarks import BENCHMARKS, Benchmark
 from diffcut_jax.data.raw_layouts import MissingDataError
 from diffcut_jax.data.tf_host import tfds
+from diffcut_jax.io.paths import as_path, is_url
 
 VOID = 255  # stored value of class -1
 VERSION = tfds.core.Version("1.0.0")
@@ -80,7 +81,7 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
             except OSError as e:  # unreadable or truncated label file
                 raise ValueError(f"{layout.title}: label of {ex.image_id} ({ex.label}) cannot be read: {e}") from e
             try:  # decode fully now: a corrupt file must fail the build, naming the file
-                with Image.open(ex.image) as im:
+                with as_path(ex.image).open("rb") as fh, Image.open(fh) as im:
                     im.load()
                     width, height = im.size
             except OSError as e:
@@ -94,7 +95,10 @@ class _RawBenchmarkBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
             if known is not None:
                 unexpected += int(np.count_nonzero(~np.isin(raw, known)))
             label = np.where(classes < 0, VOID, classes).astype(np.uint8)[..., None]
-            yield ex.image_id, {"image": ex.image, "label": label, "image_id": ex.image_id}
+            # On a bucket the bytes are read here (TFDS would read a URL with TensorFlow's own
+            # GCS client, which only reaches Google's endpoint).
+            image = as_path(ex.image).read_bytes() if is_url(ex.image) else ex.image
+            yield ex.image_id, {"image": image, "label": label, "image_id": ex.image_id}
         if unexpected:
             logging.warning("%s: %d pixel(s) had a category outside the %d classes (set to void)",
                             layout.title, unexpected, self.record.num_classes - self.record.background)

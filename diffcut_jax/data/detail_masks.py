@@ -30,7 +30,9 @@ class DetailAnnotations:
     """The images of one phase and their segmentation annotations, from trainval_merged.json."""
 
     def __init__(self, path: Path, phase: str = "val"):
-        self.path = Path(path)
+        from diffcut_jax.io.paths import as_path
+
+        self.path = as_path(path)
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError) as e:

@@ -36,7 +36,10 @@ def _need_manual_dir(manual_dir, title: str, layout: str) -> Path:
             f"{title}: no manual_dir given. It is built from the official raw download; pass "
             f"--manual_dir=<folder> holding:\n{layout}"
         )
-    root = Path(manual_dir).expanduser()
+    from diffcut_jax.io.paths import as_path, is_url
+
+    # A bucket (gs://, s3://) is read in place, through the path layer (io/paths.py).
+    root = as_path(manual_dir) if is_url(manual_dir) else Path(manual_dir).expanduser()
     if not root.is_dir():
         raise MissingDataError(f"{title}: manual_dir {root} does not exist. It should hold:\n{layout}")
     return root
@@ -82,7 +85,9 @@ def _pair(title, ids, image_of: Callable[[str], Path], label_of: Callable[[str],
 def read_png_values(path: Path) -> np.ndarray:
     """The stored values of a label PNG: palette indices for palette images (VOC), else the gray
     value. Multi-channel label images are an error."""
-    with Image.open(path) as im:
+    from diffcut_jax.io.paths import as_path
+
+    with as_path(path).open("rb") as fh, Image.open(fh) as im:
         if im.mode not in ("P", "L", "I", "I;16"):
             raise ValueError(f"label image {path} has mode {im.mode}; expected one channel (P or L)")
         return np.array(im)

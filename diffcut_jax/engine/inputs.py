@@ -57,9 +57,15 @@ def list_inputs(out_dir: Path, process: int, inputs: Iterable = (), *, inputs_fr
     else:
         from diffcut_jax.io.input_list import iter_paths, write_path_list
 
-        for old in Path(out_dir).glob(f".inputs-{process}-*.txt"):  # left by a killed run of ours
-            old.unlink(missing_ok=True)
-        fd, list_file = tempfile.mkstemp(prefix=f".inputs-{process}-", suffix=".txt", dir=out_dir)
+        from diffcut_jax.io.paths import is_url
+
+        # The listing is this process's scratch, read by index: beside the outputs on a disk, in
+        # the temporary folder when the outputs are on a bucket (read by index, it must be local).
+        scratch = tempfile.gettempdir() if is_url(out_dir) else out_dir
+        for old in Path(scratch).glob(f".inputs-{process}-*.txt"):  # left by a killed run of ours
+            if scratch == out_dir:
+                old.unlink(missing_ok=True)
+        fd, list_file = tempfile.mkstemp(prefix=f".inputs-{process}-", suffix=".txt", dir=scratch)
         os.close(fd)
         problems: list[str] = []
         paths = write_path_list(iter_paths(inputs, inputs_from, problems), list_file)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffcut_jax.io import coco_output, imageio
+from diffcut_jax.io import coco_output, imageio, paths
 
 SUFFIXES = {"labels": "_labels.png", "overlay": "_overlay.png"}
 CLASS_SUFFIXES = {"class_png": "_classes.png", "class_json": "_classes.json",
@@ -30,7 +30,8 @@ def png_names(paths) -> callable:
         stem = Path(key).stem
         if stems.get(stem, 0) <= 1:
             return stem
-        return f"{stem}-{hashlib.sha1(str(Path(key).resolve()).encode()).hexdigest()[:8]}"
+        where = key if paths.is_url(key) else str(Path(key).resolve())
+        return f"{stem}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
 
     return name
 
@@ -44,7 +45,7 @@ class ImageFiles:
     """The PNG outputs of each input (none without format png)."""
 
     def __init__(self, out_dir: Path, name_of, *, png: bool, named: bool):
-        self.out_dir, self.name_of, self.png, self.named = Path(out_dir), name_of, png, named
+        self.out_dir, self.name_of, self.png, self.named = paths.as_path(out_dir), name_of, png, named
 
     def paths(self, key: str) -> dict[str, Path]:
         if not self.png:
@@ -80,7 +81,7 @@ class ImageFiles:
             "synonyms": [list(c) for c in vocabulary.classes], "segments": segments,
             "classes": dict(sorted(present.items(), key=lambda kv: -kv[1])),
         }
-        imageio.atomic_write(js, lambda p: p.write_text(json.dumps(doc, indent=1)))
+        paths.write_text(js, json.dumps(doc, indent=1))
         imageio.write_rgb_png(overlay, imageio.overlay_with_legend(image, class_map, vocabulary.names))
         return {"png": png.name, "json": js.name, "overlay": overlay.name, "present": len(present)}
 

@@ -27,10 +27,9 @@ import itertools
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Iterable
 
-from diffcut_jax.io import imageio, shards
+from diffcut_jax.io import paths, shards
 from diffcut_jax.io.progress import Progress
 from diffcut_jax.streaming.batcher import Batcher
 from diffcut_jax.streaming.inputs import path_items, share_size, tfds_items
@@ -54,12 +53,15 @@ class DatasetRun:
                  option_prefix: str = ""):
         import jax
 
-        self.out_dir, self.options, self.labels = Path(output_dir), options, labels
+        self.out_dir, self.options, self.labels = paths.as_path(output_dir), options, labels
         self.devices, self.log, self.prefix = devices, log or sys.stderr, option_prefix
         self.process, self.count = jax.process_index(), jax.process_count()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # A missing bucket, missing credentials or a denied write: one line, before any model.
+        paths.check_output(self.out_dir, f"{option_prefix}output_dir")
+        for spec in [*inputs, *inputs_from]:
+            paths.check_input(spec, "input")
         # Other processes may be writing into the same folder now: only old leftovers are removed.
-        stale = imageio.remove_partials(self.out_dir, older_than_s=0 if self.count == 1 else 120)
+        stale = paths.remove_partials(self.out_dir, older_than_s=0 if self.count == 1 else 120)
         if stale:
             self.log.write(f"removed {stale} partial file(s) left by an interrupted run\n")
         self.inputs = list_inputs(self.out_dir, self.process, inputs, inputs_from=inputs_from,
@@ -215,19 +217,23 @@ class DatasetRun:
         where = f"process {self.process} of {self.count}, " if self.count > 1 else ""
         self.log.write(f"{self.todo} image(s) to segment ({where}{batcher.devices} device(s), "
                        f"batch {batcher.size})\n")
-        tally = Tally(self.out_dir / f"summary{self._suffix}.jsonl", self.log,
+        tally = Tally(paths.AppendLog(self.out_dir / f"summary{self._suffix}.jsonl"), self.log,
                       Progress(self.todo, stream=self.log, disable=not progress))
         stream = OrderedStream(batcher, self._items(batcher.size), window=self.options.window,
                                stop=stop, out_of_memory=self._oom_message(seg, batcher))
         write = WriteBehind(self.options.read_threads, max(2 * batcher.size, 4))
         t_loop = time.perf_counter()
-        try:
-            self._stream(stream, write, tally, seg, labeller)
-        finally:
-            write.close()
-            tally.progress.close()
-        loop_s = time.perf_counter() - t_loop
-        return self._summarise(tally, batcher, stream, loop_s, load_seconds)
+        with paths.RetryCounter() as retries:
+            try:
+                self._stream(stream, write, tally, seg, labeller)
+            finally:
+                try:
+                    write.close()
+                finally:
+                    tally.close()
+                    tally.progress.close()
+            loop_s = time.perf_counter() - t_loop
+            return self._summarise(tally, batcher, stream, loop_s, load_seconds, retries.count)
 
     @property
     def _suffix(self) -> str:
@@ -253,7 +259,7 @@ class DatasetRun:
         if self.writer is not None:
             write(self.writer.close, complete=not stream.stopped)
 
-    def _summarise(self, tally, batcher, stream, loop_s, load_seconds) -> dict:
+    def _summarise(self, tally, batcher, stream, loop_s, load_seconds, retries: int = 0) -> dict:
         counts = tally.counts
         ok, failed = counts["ok"], counts["unreadable"] + counts["failed"]
         figures = {
@@ -272,9 +278,10 @@ class DatasetRun:
             "device_configuration_changed": self.device_changes,
             "process": self.process, "processes": self.count,
             "read_threads": self.options.read_threads, "window": stream.window,
+            # Transient storage failures (5xx, timeouts) the storage client retried (io/paths.py).
+            "storage_retries": retries,
             "interrupted": stream.stopped}
-        imageio.atomic_write(self.out_dir / f"summary{self._suffix}.json",
-                             lambda p: p.write_text(json.dumps(figures, indent=1)))
+        paths.write_text(self.out_dir / f"summary{self._suffix}.json", json.dumps(figures, indent=1))
         self.log.write(
             f"{'stopped' if stream.stopped else 'done'}: processed {ok}, skipped {self.already} "
             f"(already done), failed {failed}; {figures['images_per_second'] or 0:.2f} img/s, "

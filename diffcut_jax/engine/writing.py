@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import collections
 import json
-from pathlib import Path
 
 MAX_LISTED_FAILURES = 100  # in the log and in summary.json; all in summary.jsonl and the shards
 
 
 class Tally:
-    """Counts, the failures listed, the log of failures and `summary.jsonl`."""
+    """Counts, the failures listed, the log of failures and `summary.jsonl` (an
+    `io.paths.AppendLog`: appended to on a disk, whole part objects on a bucket)."""
 
-    def __init__(self, summary: Path, log, progress):
+    def __init__(self, summary, log, progress):
         self.summary, self.log, self.progress = summary, log, progress
         self.counts: collections.Counter = collections.Counter()
         self.failures: list[dict] = []
 
     def record(self, rec: dict) -> None:
-        with open(self.summary, "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        self.summary.write(json.dumps(rec) + "\n")
+
+    def close(self) -> None:
+        self.summary.close()
 
     def ok(self, rec: dict) -> None:
         self.record(rec)

@@ -10,8 +10,9 @@ the dataset build is also process 0's. On resume process 0 reads the newest vali
 broadcasts it, so all processes start from the same batch even without a shared filesystem.
 
 File format (`progress-<batches>.ckpt`): one JSON header line with the payload's SHA-256 and
-length, then the JSON payload. Written to a temporary name and renamed (atomic on POSIX); the
-last `keep` are kept. A file whose checksum, length or JSON does not hold (a partial copy, a
+length, then the JSON payload. Written whole (`io/paths.write_bytes`: a temporary name renamed on
+a disk, one whole-object upload on a bucket, where a killed upload leaves no object); the last
+`keep` are kept. The workdir may be a bucket (`gs://`, `s3://`). A file whose checksum, length or JSON does not hold (a partial copy, a
 corrupted disk block) is reported and skipped, and the previous one is used.
 
 The fingerprint (config, dataset split and size, processes and batch layout) is stored in every
@@ -88,7 +89,9 @@ class ProgressStore:
     """The checkpoints of one evaluation in `folder`, all written by process 0."""
 
     def __init__(self, folder: Path, fingerprint: dict, *, keep: int = 2, log=sys.stderr):
-        self.folder, self.fingerprint = Path(folder), normalised(fingerprint)
+        from diffcut_jax.io.paths import as_path
+
+        self.folder, self.fingerprint = as_path(folder), normalised(fingerprint)
         self.keep, self.log = max(1, keep), log
 
     def paths(self) -> list[tuple[int, Path]]:
@@ -139,15 +142,15 @@ class ProgressStore:
         """Gather every process's `local_state`; process 0 writes the checkpoint atomically."""
         import jax
 
-        from diffcut_jax.io.imageio import atomic_write
+        from diffcut_jax.io.paths import makedirs, write_bytes
 
         states = gather_json(local_state)
         if jax.process_index() != 0:
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)
+        makedirs(self.folder)
         path = self.folder / f"progress-{batches:08d}.ckpt"
         data = encode({"fingerprint": self.fingerprint, "batches": batches, "processes": states})
-        atomic_write(path, lambda p: p.write_bytes(data))
+        write_bytes(path, data)  # renamed into place locally; one whole object on a bucket
         for _, old in self.paths()[self.keep:]:
             old.unlink(missing_ok=True)
         return path

@@ -118,10 +118,62 @@ def _hub_id(model: str | Path) -> str | None:
 
 def resolve(model: str | Path, *, prefer_fp16: bool = True, tokenizers: bool = False) -> CheckpointFiles:
     """A local diffusers directory, or a hub id (downloaded, or found in the local hub cache)."""
+    from diffcut_jax.io.paths import is_url
+
+    if is_url(model):  # a diffusers folder on a bucket: its needed files, copied once
+        # As a local folder: the scheduler config is read where there is one.
+        return _local(_bucket_folder(model, lambda names: ["scheduler/scheduler_config.json",
+                                                           *wanted_files(names, prefer_fp16, tokenizers)]))
     repo_id = _hub_id(model)
     if repo_id is None:
         return _local(Path(model).expanduser())
     return _resolve_hub(repo_id, prefer_fp16, tokenizers)
+
+
+def wanted_files(files, prefer_fp16: bool, tokenizers: bool) -> list[str]:
+    """The files of a diffusers folder the extractor reads (glob patterns, relative names):
+    configs, one weight file (or sharded index and shards) per part, and tokenizers when asked.
+    `files`: the folder's files, or None when unknown (every variant)."""
+    want = []
+    for part in PARTS:
+        want.append(f"{part}/config.json")
+        stem = WEIGHT_NAMES[part]
+        names = [f"{stem}{v}.safetensors{x}" for v in ((".fp16", "") if prefer_fp16 else ("", ".fp16"))
+                 for x in ("", ".index.json")]
+        if files is None:
+            want += [f"{part}/{n}" for n in names]
+            continue
+        for n in names:
+            if f"{part}/{n}" in files:
+                want.append(f"{part}/{n}")
+                if n.endswith(".index.json"):
+                    want.append(f"{part}/{n.replace('.safetensors.index.json', '')}*.safetensors")
+                break
+    if tokenizers:
+        want += [f"tokenizer{s}/{f}" for s in ("", "_2") for f in _TOKENIZER_FILES]
+    return want
+
+
+def _bucket_folder(url, select) -> Path:
+    """A local copy of the files `select(names)` picks from the folder `url` (gs://, s3://):
+    fetched once into the user's cache (`io/cache.local_folder`), reused while unchanged."""
+    import fnmatch
+
+    from diffcut_jax.io import paths
+
+    folder = paths.as_path(url)
+    try:
+        if not folder.is_dir():
+            raise CheckpointError(f"model folder not found: {paths.redact(url)}")
+        base = folder.path.rstrip("/") + "/"
+        names = {q[len(base):] for q in folder.fs.find(folder.path)}
+    except (OSError, PermissionError) as e:
+        raise ModelNotAvailableError(f"{paths.redact(url)}: cannot be read ({type(e).__name__}: "
+                                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    picked = sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in select(names)))
+    from diffcut_jax.io.cache import local_folder
+
+    return local_folder(folder, picked)
 
 
 @functools.lru_cache(maxsize=16)
@@ -134,24 +186,7 @@ def _resolve_hub(repo_id: str, prefer_fp16: bool, tokenizers: bool) -> Checkpoin
         raise ModelNotAvailableError(f"huggingface_hub is needed to fetch {repo_id!r}: pip install huggingface_hub") from e
 
     def patterns(files):
-        want = []
-        for part in PARTS:
-            want.append(f"{part}/config.json")
-            stem = WEIGHT_NAMES[part]
-            names = [f"{stem}{v}.safetensors{x}" for v in ((".fp16", "") if prefer_fp16 else ("", ".fp16"))
-                     for x in ("", ".index.json")]
-            if files is None:
-                want += [f"{part}/{n}" for n in names]
-                continue
-            for n in names:
-                if f"{part}/{n}" in files:
-                    want.append(f"{part}/{n}")
-                    if n.endswith(".index.json"):
-                        want.append(f"{part}/{n.replace('.safetensors.index.json', '')}*.safetensors")
-                    break
-        if tokenizers:
-            want += [f"tokenizer{s}/{f}" for s in ("", "_2") for f in _TOKENIZER_FILES]
-        return want
+        return wanted_files(files, prefer_fp16, tokenizers)
 
     try:
         offline = hub_unreachable()
@@ -249,7 +284,13 @@ def _open_clip_hint(repo_id: str) -> str:
 
 
 def resolve_open_clip(model: str | Path) -> OpenCLIPFiles:
-    """A local open_clip directory (hub layout), or a hub id (downloaded, or from the cache)."""
+    """A local open_clip directory (hub layout), a folder on a bucket, or a hub id (downloaded,
+    or from the cache)."""
+    from diffcut_jax.io.paths import is_url
+
+    if is_url(model):
+        return _open_clip_local(_bucket_folder(model, lambda names: [
+            OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS if OPEN_CLIP_WEIGHTS in names else OPEN_CLIP_TORCH_WEIGHTS]))
     repo_id = _hub_id(model)
     if repo_id is None:
         return _open_clip_local(Path(model).expanduser())

@@ -34,8 +34,20 @@ WEIGHTS = "params.safetensors"
 
 
 def is_saved(model) -> bool:
-    """Whether `model` is a directory written by `save_extractor`."""
-    return isinstance(model, (str, Path)) and (Path(model) / MANIFEST).is_file()
+    """Whether `model` is a directory (local or on a bucket) written by `save_extractor`."""
+    from diffcut_jax.io.paths import as_path, is_url
+
+    if isinstance(model, str) and not is_url(model) and _looks_like_hub_id(model):
+        return False
+    try:
+        return (as_path(model) / MANIFEST).is_file()
+    except (TypeError, ValueError):
+        return False
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    """`owner/name` with no such local folder: asked of the hub, not of the disk."""
+    return model.count("/") == 1 and not Path(model).exists()
 
 
 def flatten(params) -> dict[str, jnp.ndarray]:
@@ -52,13 +64,14 @@ def flatten(params) -> dict[str, jnp.ndarray]:
 
 
 def save_extractor(extractor, directory: str | Path) -> Path:
-    """Write the extractor's converted parameters and configs to `directory` (created)."""
+    """Write the extractor's converted parameters and configs to `directory` (created; or a
+    bucket's folder, `gs://...`: each file uploaded whole)."""
     from safetensors.flax import save_file
 
-    from diffcut_jax.io.imageio import atomic_write
+    from diffcut_jax.io.paths import as_path, atomic_write, makedirs, write_text
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = as_path(directory)
+    makedirs(directory)
     flat = {k: jnp.asarray(v) for k, v in flatten(extractor.params).items()}
     atomic_write(directory / WEIGHTS, lambda p: save_file(flat, str(p)))
     manifest = {
@@ -70,7 +83,7 @@ def save_extractor(extractor, directory: str | Path) -> Path:
         "tensors": len(flat),
     }
     # The manifest last: a directory without it is not taken for a saved one.
-    atomic_write(directory / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+    write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
     return directory
 
 
@@ -141,10 +154,12 @@ def load(directory: str | Path, *, dtype, param_dtype=None, vae_dtype=jnp.float3
          vae_precision: str = "torch", prompt: str | None = None, attention: str = "auto") -> Loaded:
     """The modules and parameters of a saved directory (arguments as `extractor.load_extractor`;
     `dtype` is the UNet compute dtype, already resolved)."""
+    from diffcut_jax.io.cache import local_copy
+    from diffcut_jax.io.paths import as_path
     from diffcut_jax.models import unet, vae
     from diffcut_jax.models.layers import Numerics
 
-    directory = Path(directory)
+    directory = as_path(directory)
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
     except ValueError as e:
@@ -157,7 +172,10 @@ def load(directory: str | Path, *, dtype, param_dtype=None, vae_dtype=jnp.float3
                          f"encoders are not saved, so it cannot encode prompt {prompt!r}")
     ucfg = _config(unet.UNetConfig, manifest["unet_config"])
     vcfg = _config(vae.VAEConfig, manifest["vae_config"])
-    tensors = _Tensors(directory / WEIGHTS)
+    # A bucket's weights are fetched once into the user's cache, then memory-mapped like a
+    # local file (`io/cache.local_copy`: keyed by the object's version).
+    tensors = _Tensors(local_copy(directory / WEIGHTS) if (directory / WEIGHTS).exists()
+                       else directory / WEIGHTS)
 
     # Parameters keep the file's dtype unless asked for another.
     stored = next((v for k, v in tensors.dtype.items() if k.startswith("unet/")), jnp.float32)

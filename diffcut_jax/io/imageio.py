@@ -1,14 +1,14 @@
 """Reading user images robustly and writing label maps, overlays and heat maps atomically."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from diffcut_jax.io.paths import atomic_write, is_url
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-PARTIAL_SUFFIX = ".partial"
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit
 
 
@@ -20,8 +20,12 @@ def read_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     """Decode an image file to float32 RGB (H, W, 3) in [0, 1].
 
     Grayscale, RGBA/LA (alpha dropped), palette, CMYK and 16-bit images become RGB; EXIF rotation
-    is applied. Raises ImageReadError with a one-line reason for anything unusable.
+    is applied. Raises ImageReadError with a one-line reason for anything unusable. `path` may be
+    a URL (`gs://`, `s3://`): the object is fetched in one request (the storage client retries
+    transient failures), then decoded.
     """
+    if is_url(path):
+        return decode_rgb(_fetch(path), max_pixels=max_pixels)
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -30,6 +34,20 @@ def read_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     if size == 0:
         raise ImageReadError("empty file (0 bytes)")
     return _decode(path, max_pixels)
+
+
+def _fetch(url) -> bytes:
+    from diffcut_jax.io.paths import as_path, redact
+
+    try:
+        p = as_path(url)
+        return p.fs.cat_file(p.path)
+    except FileNotFoundError:
+        raise ImageReadError("cannot read file (no such object)") from None
+    except PermissionError:
+        raise ImageReadError("cannot read file (permission denied)") from None
+    except OSError as e:
+        raise ImageReadError(f"cannot read {redact(url)} ({type(e).__name__})") from None
 
 
 def decode_rgb(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -83,35 +101,6 @@ def _to_rgb_array(im) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def atomic_write(path: Path, write) -> None:
-    """`write(tmp_path)` then rename into place: no half-written file under the final name."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def remove_partials(folder: Path, *, older_than_s: float = 0.0) -> int:
-    """Delete leftovers of an interrupted run. `older_than_s`: only those not written for that
-    long (other processes of a run may be writing theirs into the same folder now)."""
-    import time
-
-    n, now = 0, time.time()
-    for p in Path(folder).rglob(f"*{PARTIAL_SUFFIX}"):
-        try:
-            if now - p.stat().st_mtime < older_than_s:
-                continue
-            p.unlink()
-            n += 1
-        except FileNotFoundError:  # renamed or removed by its writer meanwhile
-            pass
-    return n
-
-
 def write_labels_png(path: Path, labels: np.ndarray) -> None:
     """Label map as PNG: 8-bit up to 255, 16-bit above."""
     from PIL import Image
@@ -127,7 +116,9 @@ def write_labels_png(path: Path, labels: np.ndarray) -> None:
 def read_labels_png(path: Path) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
+    from diffcut_jax.io.paths import as_path
+
+    with as_path(path).open("rb") as fh, Image.open(fh) as im:
         return np.asarray(im).astype(np.int32)
 
 

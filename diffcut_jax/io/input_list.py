@@ -18,16 +18,51 @@ from pathlib import Path
 
 import numpy as np
 
+from diffcut_jax.io import paths as io_paths
 from diffcut_jax.io.imageio import IMAGE_SUFFIXES
 
+# A listed key and the path it is read from, where they differ (a relative line of a list on a
+# bucket), share one line: NUL is the one character no path can hold.
+_SEP = "\0"
 
-def _walk(folder: Path) -> Iterator[str]:
-    """Image files under `folder`, recursively, in sorted order (one directory held at a time)."""
+
+def _walk(folder) -> Iterator[str]:
+    """Image files under `folder`, recursively, in sorted order (one directory held at a time;
+    on a bucket, one listing page of a prefix at a time)."""
+    if io_paths.is_url(folder):
+        folder = io_paths.as_path(folder)
+        fs, proto = folder.fs, folder.protocol
+        for root, dirs, files in fs.walk(folder.path):
+            dirs.sort()
+            for name in sorted(files):
+                if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    yield f"{proto}://{root.rstrip('/')}/{name}"
+        return
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
             if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 yield os.path.join(root, name)
+
+
+def _glob(spec: str) -> list[str]:
+    if io_paths.is_url(spec):
+        base = io_paths.as_path(spec)
+        fs, proto = base.fs, base.protocol
+        return sorted(f"{proto}://{q}" for q in fs.glob(base.path) if fs.isfile(q))
+    return sorted(q for q in glob.glob(spec, recursive=True) if os.path.isfile(q))
+
+
+def _lines(listing: str) -> Iterator[str]:
+    """The paths of a list file (local or on a bucket), resolved against its folder where it is
+    on a bucket (`paths.resolve_relative`): `key NUL path` where they differ."""
+    folder = io_paths.as_path(listing).parent
+    with io_paths.as_path(listing).open("r", encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                path = io_paths.resolve_relative(line, folder)
+                yield line if path == line else f"{line}{_SEP}{path}"
 
 
 def iter_paths(specs: Iterable[str], inputs_from: Iterable[str] = (), problems: list | None = None
@@ -38,7 +73,7 @@ def iter_paths(specs: Iterable[str], inputs_from: Iterable[str] = (), problems: 
     images, an unreadable list) are appended to `problems`."""
     problems = [] if problems is None else problems
     for spec in specs:
-        p = Path(spec)
+        p = io_paths.as_path(spec)
         if p.is_dir():
             found = False
             for q in _walk(p):
@@ -49,7 +84,7 @@ def iter_paths(specs: Iterable[str], inputs_from: Iterable[str] = (), problems: 
         elif p.exists():
             yield spec
         elif any(c in spec for c in "*?["):
-            found = sorted(q for q in glob.glob(spec, recursive=True) if os.path.isfile(q))
+            found = _glob(spec)
             if not found:
                 problems.append(f"{spec}: pattern matches no file")
             yield from found
@@ -57,18 +92,16 @@ def iter_paths(specs: Iterable[str], inputs_from: Iterable[str] = (), problems: 
             problems.append(f"{spec}: no such file or folder")
     for listing in inputs_from:
         try:
-            with open(listing, encoding="utf-8") as fh:
-                for line in fh:
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        yield line
+            yield from _lines(listing)
         except (OSError, UnicodeDecodeError) as e:
             problems.append(f"--inputs_from={listing}: cannot read the list ({e})")
 
 
 class PathList:
-    """Paths stored one per line in `file`, read by index: `len(paths)`, `paths[i]`, and
-    `digest` (SHA-1 of the list, to tell whether a rerun has the same inputs)."""
+    """Paths stored one per line in `file`, read by index: `len(paths)`, `paths[i]` (the key:
+    the path as the user gave it), `paths.source(i)` (where it is read from: the key, or a
+    relative line of a bucket's list resolved against the list's folder), and `digest` (SHA-1
+    of the list, to tell whether a rerun has the same inputs)."""
 
     def __init__(self, file: Path, offsets: np.ndarray, digest: str):
         self.file, self._offsets, self.digest = Path(file), offsets, digest
@@ -79,9 +112,15 @@ class PathList:
     def __iter__(self):
         with open(self.file, encoding="utf-8") as fh:
             for line in fh:
-                yield line[:-1]
+                yield line[:-1].split(_SEP, 1)[0]
 
     def __getitem__(self, i: int) -> str:
+        return self._line(i).split(_SEP, 1)[0]
+
+    def source(self, i: int) -> str:
+        return self._line(i).split(_SEP, 1)[-1]
+
+    def _line(self, i: int) -> str:
         if not 0 <= i < len(self):
             raise IndexError(f"path {i} of {len(self)}")
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
@@ -101,7 +140,9 @@ def write_path_list(paths: Iterable[str], file: Path) -> PathList:
         for path in paths:
             if "\n" in path:
                 continue  # cannot be listed one per line (and no real image path holds one)
-            key = int.from_bytes(hashlib.blake2b(os.path.abspath(path).encode(), digest_size=8).digest())
+            where = path.split(_SEP, 1)[-1]
+            where = where if io_paths.is_url(where) else os.path.abspath(where)
+            key = int.from_bytes(hashlib.blake2b(where.encode(), digest_size=8).digest())
             if key in seen:
                 continue
             seen.add(key)

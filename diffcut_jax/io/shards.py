@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 from diffcut_jax.io import coco_output
-from diffcut_jax.io.imageio import atomic_write
+from diffcut_jax.io.paths import as_path, atomic_write, create_exclusive, write_text
 
 FORMAT = 1
 SHARD_RE = re.compile(r"coco-(\d+)-(\d+)\.json")
@@ -48,14 +48,20 @@ def differences(saved: dict, current: dict, *, before: str = "earlier run",
     return out
 
 
-def check_run(out_dir: Path, run: dict, *, overwrite: bool = False) -> list[str]:
+def check_run(out_dir, run: dict, *, overwrite: bool = False) -> list[str]:
     """Record `run` ({"fingerprint": ..., "devices": ..., "categories": ...}) in `run.json`, or
     refuse (RunMismatchError) when the directory holds a run of another fingerprint, unless
     `overwrite`. Returns how this run's `devices` (the process configuration, which can change
     round-off but is no reason to refuse) differ from the recorded run's: [] when they do not."""
     run = json.loads(json.dumps(run, default=list))  # tuples -> lists, as saved
-    path = Path(out_dir) / "run.json"
-    if path.exists() and not overwrite:
+    path = as_path(out_dir) / "run.json"
+    text = json.dumps(run, indent=1)
+    if overwrite:
+        write_text(path, text)
+        return []
+    # Every process of a run records it: the first write wins (a generation precondition on a
+    # bucket), the others compare against it as a rerun would.
+    if not create_exclusive(path, text.encode("utf-8")):
         saved = json.loads(path.read_text())
         diff = differences(saved.get("fingerprint", {}), run["fingerprint"])
         if diff:
@@ -63,21 +69,20 @@ def check_run(out_dir: Path, run: dict, *, overwrite: bool = False) -> list[str]
                 f"{out_dir} holds the results of another run ({'; '.join(diff)}): use another "
                 "--output_dir, or --overwrite to discard them")
         return differences(saved.get("devices", {}), run.get("devices", {}), prefix="devices.")
-    atomic_write(path, lambda p: p.write_text(json.dumps(run, indent=1)))
     return []
 
 
 def shard_path(out_dir: Path, process: int, shard: int) -> Path:
-    return Path(out_dir) / f"coco-{process}-{shard:05d}.json"
+    return as_path(out_dir) / f"coco-{process}-{shard:05d}.json"
 
 
 def done_path(out_dir: Path, process: int) -> Path:
-    return Path(out_dir) / f"done-{process}.json"
+    return as_path(out_dir) / f"done-{process}.json"
 
 
 def clear(out_dir: Path, process: int) -> None:
     """Remove a process's shards and done mark, and the merged file (`--overwrite`)."""
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     for p in out_dir.glob(f"coco-{process}-*.json"):
         p.unlink()
     done_path(out_dir, process).unlink(missing_ok=True)
@@ -89,7 +94,7 @@ class ShardWriter:
     open shard and the shard closed atomically (`close`)."""
 
     def __init__(self, out_dir: Path, process: int, shard_size: int):
-        self.out_dir, self.process, self.size = Path(out_dir), process, shard_size
+        self.out_dir, self.process, self.size = as_path(out_dir), process, shard_size
         self.shard: int | None = None
         self.entries: list[dict] = []
 
@@ -126,19 +131,19 @@ class ShardWriter:
                "first_position": self.shard * self.size, "shard_size": self.size,
                "complete": complete, "entries": entries}
         path = shard_path(self.out_dir, self.process, self.shard)
-        atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
+        write_text(path, json.dumps(doc))
         self.shard, self.entries = None, []
         return path
 
 
 def mark_done(out_dir: Path, process: int, positions: int, shards: int) -> None:
     doc = {"process": process, "positions": positions, "shards": shards}
-    atomic_write(done_path(out_dir, process), lambda p: p.write_text(json.dumps(doc)))
+    write_text(done_path(out_dir, process), json.dumps(doc))
 
 
 def processes_done(out_dir: Path) -> tuple[int, list[int]]:
     """(processes of the run, the processes that have finished)."""
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     run = json.loads((out_dir / "run.json").read_text())
     count = int(run["fingerprint"]["layout"]["processes"])
     return count, [p for p in range(count) if done_path(out_dir, p).exists()]
@@ -175,7 +180,7 @@ def merge(out_dir: Path) -> tuple[Path, dict]:
     annotations), so memory stays that of one shard per process whatever the number of inputs.
     Returns the path and the counts (images, annotations, unreadable, failed). Raises ValueError,
     naming what is missing, unless every process has finished, and if an input appears twice."""
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     run = json.loads((out_dir / "run.json").read_text())
     count, done = processes_done(out_dir)
     if len(done) < count:

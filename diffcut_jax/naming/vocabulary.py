@@ -95,7 +95,9 @@ def parse_vocabulary(spec: str | Vocabulary) -> Vocabulary:
     spec = spec.strip()
     if spec in PRESETS:
         return preset(spec)
-    path = Path(spec).expanduser()
+    from diffcut_jax.io.paths import as_path, is_url
+
+    path = as_path(spec) if is_url(spec) else Path(spec).expanduser()
     if path.is_file():
         lines = [ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines()]
         return _parse_classes([ln for ln in lines if ln], str(path))

@@ -59,7 +59,9 @@ class _Share:
     def __getitem__(self, j: int):
         position = self.start + j
         index = self.process + position * self.count
-        return position, index, self.paths[index]
+        source = getattr(self.paths, "source", None)
+        key = self.paths[index]
+        return position, index, key if source is None else (key, source(index))
 
 
 def _reader(max_pixels: int, skip=frozenset()):
@@ -68,12 +70,13 @@ def _reader(max_pixels: int, skip=frozenset()):
 
     def read(record) -> Item:
         position, index, path = record
-        path = str(path)
+        # (key, where it is read from) for a relative line of a bucket's list (io/input_list.py)
+        path, source = (str(path[0]), str(path[1])) if isinstance(path, tuple) else (str(path),) * 2
         if position in skip:
             return Item(position, index, path, None, "", 0.0)
         t = time.perf_counter()
         try:
-            image, error = read_rgb(path, max_pixels=max_pixels), ""
+            image, error = read_rgb(source, max_pixels=max_pixels), ""
         except ImageReadError as e:
             image, error = None, str(e)
         return Item(position, index, path, image, error, time.perf_counter() - t)

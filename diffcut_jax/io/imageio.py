@@ -25,7 +25,10 @@ def read_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     transient failures), then decoded.
     """
     if is_url(path):
-        return decode_rgb(_fetch(path), max_pixels=max_pixels)
+        data = _fetch(path)
+        if not data:
+            raise ImageReadError("empty file (0 bytes)")  # the reason a local file gives
+        return decode_rgb(data, max_pixels=max_pixels)
     path = Path(path)
     try:
         size = path.stat().st_size

@@ -238,6 +238,9 @@ def check_output(path, what: str = "output") -> None:
     try:
         probe.fs.pipe_file(probe.path, b"")
         probe.fs.rm_file(probe.path)
+    except ImportError as e:
+        raise OutputLocationError(f"{what} {shown}: {_describe(e)} (pip install "
+                                  "'diffcut_jax[cloud]' for gs:// and s3://)") from None
     except FileNotFoundError:
         raise OutputLocationError(f"{what} {shown}: the bucket does not exist") from None
     except PermissionError as e:

@@ -140,3 +140,77 @@ def test_interrupted_runs_resume_to_the_clean_result(setup, processes):
     if processes == 1:
         assert records == _per_image(setup["root"] / "clean", 1)
     assert not (work / "progress").exists()
+
+
+@pytest.mark.slow
+def test_a_workdir_on_a_bucket_survives_a_killed_host(setup, tmp_path):
+    """Issue 40: `--workdir` on an S3-API server (moto on 127.0.0.1), the built dataset on a
+    local disk shared by the two processes; each process has its own cwd, TMPDIR, HOME and
+    compilation cache. SIGKILL after a checkpoint, the scratch wiped, rerun: it resumes from the
+    bucket and ends with the uninterrupted run's results; another config is refused."""
+    import shutil
+
+    from diffcut_jax.io import paths
+    from tests.object_store import ObjectStore
+
+    args = [a for a in setup["args"] if not a.startswith("--compilation_cache_dir")]
+    with ObjectStore("s3") as store:
+        work = paths.as_path(store.bucket() + "runs/voc20")
+
+        def start(extra=()):
+            with socket.socket() as sock:
+                sock.bind(("localhost", 0))
+                port = sock.getsockname()[1]
+            procs = []
+            for i in range(2):
+                host = tmp_path / f"host{i}"
+                for sub in ("cwd", "tmp", "home"):
+                    (host / sub).mkdir(parents=True, exist_ok=True)
+                if not (host / "cache").exists():  # its own cache, warm as a host image's
+                    shutil.copytree(setup["root"] / "cache", host / "cache")
+                env = store.env(dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+                                     XLA_FLAGS="--xla_force_host_platform_device_count=1",
+                                     TMPDIR=str(host / "tmp"), HOME=str(host / "home"),
+                                     DIFFCUT_JAX_CACHE=str(host / "home" / "cache")))
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "diffcut_jax.launch.eval", *args, f"--workdir={work}",
+                     f"--compilation_cache_dir={host / 'cache'}", *extra, "--distributed",
+                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                     f"--process_id={i}"],
+                    cwd=host / "cwd", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True))
+            return procs
+
+        def checkpoints():
+            return sorted(int(p.name[9:17]) for p in (work / "progress").glob("progress-*.ckpt"))
+
+        procs = start()
+        deadline = time.monotonic() + 600
+        while not checkpoints():
+            assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        for p in procs:
+            p.communicate(timeout=60)
+        stopped = checkpoints()[-1]
+        assert 1 <= stopped < IMAGES // 2
+        for i in range(2):  # the hosts come back with empty disks
+            shutil.rmtree(tmp_path / f"host{i}")
+
+        other = start(["--config.segmentation.tau=0.4"])
+        outs = [p.communicate(timeout=600) for p in other]
+        assert [p.returncode for p in other] == [2, 2], outs[0][1][-3000:]
+        assert "config.segmentation.tau: checkpoint 0.5, now 0.4" in outs[0][1]
+
+        procs = start()
+        outs = [p.communicate(timeout=600) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+        assert all(f"resuming after batch {stopped}" in o[1] for o in outs), outs[0][1][-3000:]
+        result = json.loads((work / "results.json").read_text())
+        result = {k: v for k, v in result.items() if k not in TIMING}
+        assert {k: v for k, v in result.items() if k not in ("devices", "processes")} == \
+            {k: v for k, v in setup["clean"].items() if k not in ("devices", "processes")}
+        assert not (work / "progress").exists()
+        assert not any(any((tmp_path / f"host{i}" / "cwd").iterdir()) for i in range(2))

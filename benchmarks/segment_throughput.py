@@ -9,7 +9,11 @@
    --read_threads threads (Grain) and written behind;
 3. library: the same run through `diffcut_jax.label_dataset` in a Python process (the engine
    the command calls), at the pipeline's settings: the library call and the command side by side;
-4. device alone: the same batched device step (`streaming/batcher.py`) on images decoded
+4. bucket: the pipeline with its inputs on a GCS-API server on 127.0.0.1 (fake-gcs-server, as
+   the tests start it: tests/object_store.py), fetched by the read-ahead threads; outputs on the
+   local disk as in the other ways, so that the ratio bucket / pipeline is the inputs' cost
+   alone (`--no-bucket` leaves it out);
+5. device alone: the same batched device step (`streaming/batcher.py`) on images decoded
    beforehand, in a process of its own: the rate the pipeline would reach if input cost nothing.
 On a CPU the host devices share the machine's cores with each other and with decoding, so the
 pipeline is also run, and its device step timed alone, on one device (`*_one_device`): the
@@ -76,8 +80,9 @@ def write_jpegs(folder: Path, n: int, size: int, seed: int = 0) -> None:
         Image.fromarray(img).save(folder / f"img{i:04d}.jpg", quality=90)
 
 
-def env_for(devices: int) -> dict:
+def env_for(devices: int, extra: dict | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(extra or {})
     if devices:
         env["JAX_PLATFORMS"] = "cpu"
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
@@ -97,7 +102,8 @@ label_dataset(seg, [sys.argv[3]], sys.argv[4], format=("coco",), batch_size=int(
 """
 
 
-def command(model, size, inputs, out, *, batch, threads, devices, cache, library=False) -> dict:
+def command(model, size, inputs, out, *, batch, threads, devices, cache, library=False,
+            env=None) -> dict:
     """One run of the command (or of `label_dataset`, the same engine from Python); its
     summary.json, and the mean decode time of its images."""
     if library:
@@ -108,7 +114,7 @@ def command(model, size, inputs, out, *, batch, threads, devices, cache, library
                 "--image_size", str(size), "--format", "coco", "--output_dir", str(out),
                 "--batch_size", str(batch), "--read_threads", str(threads), "--overwrite",
                 f"--compilation_cache_dir={cache}", str(inputs)]
-    res = subprocess.run(args, cwd=ROOT, env=env_for(devices), capture_output=True, text=True)
+    res = subprocess.run(args, cwd=ROOT, env=env_for(devices, env), capture_output=True, text=True)
     if res.returncode:
         raise SystemExit(f"{'label_dataset' if library else 'segment'} failed:\n{res.stderr[-3000:]}")
     figures = json.loads((out / "summary.json").read_text())
@@ -175,10 +181,19 @@ def main() -> None:
     ap.add_argument("--jpeg_scale", type=float, default=1.0,
                     help="JPEG long side / image size (photos are often larger than the working size)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=True,
+                    help="the bucket way (inputs on a local GCS-API server)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="segment-throughput-"))
+    store = None
+    if args.bucket:
+        sys.path.insert(0, str(ROOT))
+        from tests.object_store import ObjectStore
+
+        store = ObjectStore("gs").__enter__()
+        bucket = store.bucket()
     model = args.model
     if model is None:
         from diffcut_jax.testing import tiny_spec, write_random_checkpoint
@@ -204,12 +219,19 @@ def main() -> None:
         if args.devices > 1:
             ways["pipeline_one_device"] = dict(batch=args.batch_size, threads=args.read_threads,
                                                devices=1)
+        sources = {k: (inputs, large) for k in ways}
+        if store is not None:
+            store.upload(inputs, f"{bucket}jpegs-{size}")
+            store.upload(large, f"{bucket}jpegs-{size}-x2")
+            ways["bucket"] = dict(batch=args.batch_size, threads=args.read_threads,
+                                  devices=args.devices, env=store.env())
+            sources["bucket"] = (f"{bucket}jpegs-{size}", f"{bucket}jpegs-{size}-x2")
         runs: dict[str, list] = {k: [] for k in ways}
-        for name, kw in ways.items():
-            command(model, size, inputs, tmp / f"out-{size}-{name}", cache=cache, **kw)  # warm-up
+        for name, kw in ways.items():  # warm-up
+            command(model, size, sources[name][0], tmp / f"out-{size}-{name}", cache=cache, **kw)
         for _ in range(args.repeats):  # interleaved: drifts of the machine hit every way alike
             for name, kw in ways.items():
-                runs[name].append(marginal(model, size, inputs, large, tmp / f"out-{size}-{name}",
+                runs[name].append(marginal(model, size, *sources[name], tmp / f"out-{size}-{name}",
                                            cache=cache, **kw))
         dropped = {k: sum(r is None for r in v) for k, v in runs.items()}
         runs = {k: [r for r in v if r is not None] for k, v in runs.items()}
@@ -234,6 +256,7 @@ def main() -> None:
             "images_per_second": {**med, "device_alone": device_rate, **extra},
             "pipeline_share_of_device_alone": med["pipeline"] / device_rate,
             "library_share_of_pipeline": med["library"] / med["pipeline"],
+            **({"bucket_share_of_pipeline": med["bucket"] / med["pipeline"]} if "bucket" in med else {}),
             "pipeline_speedup_over_one_at_a_time": med["pipeline"] / med["one_at_a_time"],
             "decode_ms_per_image": statistics.median(r["decode_ms"] for r in runs["pipeline"]),
             "device_ms_per_image": 1000 / device_rate,
@@ -250,6 +273,8 @@ def main() -> None:
             report["sizes"][str(size)]["pipeline_one_device_speedup_over_one_at_a_time"] = (
                 med["pipeline_one_device"] / med["one_at_a_time"])
         print(json.dumps({size: report["sizes"][str(size)]}), file=sys.stderr, flush=True)
+    if store is not None:
+        store.__exit__(None, None, None)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

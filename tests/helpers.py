@@ -69,3 +69,36 @@ class CompileCounter:
 
         jax.monitoring.unregister_event_duration_listener(self._listener)
         return False
+
+
+def private_scratch(root: Path, name: str, warm: Path) -> tuple[Path, dict]:
+    """A process's private scratch, as a pod host's own disk: its cwd, TMPDIR, HOME and caches.
+    Its compilation cache starts as a copy of `warm` (a host image with a warm cache): its own,
+    and no compile time spent again in CI. Returns (folder, environment additions)."""
+    import shutil
+
+    folder = root / name
+    for sub in ("cwd", "tmp", "home"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    if not (folder / "cache" / "jax").exists():
+        shutil.copytree(warm, folder / "cache" / "jax")
+    return folder, {"TMPDIR": str(folder / "tmp"), "HOME": str(folder / "home"),
+                    "DIFFCUT_JAX_CACHE": str(folder / "cache"),
+                    "JAX_COMPILATION_CACHE_DIR": str(folder / "cache" / "jax")}
+
+
+def kill_when(procs, ready, *, timeout: float = 600) -> None:
+    """SIGKILL every process once `ready()` holds (fails if one ends first, or on timeout)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert all(p.poll() is None for p in procs), \
+            "ended before it could be interrupted: " + procs[0].communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    for p in procs:
+        p.communicate(timeout=60)

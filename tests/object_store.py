@@ -20,6 +20,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+# gcsfs's gRPC bucket-type probe waits 60 s per call against a local server: off before gcsfs is
+# imported here (the library's path layer sets the same for its own users).
+import diffcut_jax.io.paths  # noqa: E402,F401
+
 SCHEMES = ("gs", "s3")
 
 
@@ -125,3 +129,75 @@ class ObjectStore:
                     fs.put_file(str(p), f"{target.rstrip('/')}/{p.relative_to(local).as_posix()}")
         else:
             fs.put_file(str(local), target)
+
+
+class FlakyProxy:
+    """A reverse proxy in front of a store's server that answers 503 to the first try of every
+    object read (a GET of a path it has not failed before), then forwards: the transient 5xx
+    replies a storage client must retry. `.endpoint` replaces the server's in `env`."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.removeprefix("http://")
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.failed = 0
+        self.requests: list[str] = []
+
+    def __enter__(self):
+        import http.client
+        import http.server
+        import threading
+
+        proxy, seen, lock = self, set(), threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                # An object's bytes: GCS's `?alt=media`, S3's GET /bucket/key (?x-id=GetObject).
+                route = self.path.split("?", 1)[0]
+                read = self.command == "GET" and ("alt=media" in self.path or (
+                    not route.startswith("/storage/") and route.strip("/").count("/") >= 1))
+                with lock:
+                    proxy.requests.append(f"{self.command} {self.path}")
+                    fail = read and self.path not in seen
+                    if read:
+                        seen.add(self.path)
+                    proxy.failed += fail
+                if fail:
+                    payload = b'{"error": {"code": 503, "message": "try again"}}'
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = proxy.upstream
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _forward
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()

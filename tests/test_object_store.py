@@ -20,7 +20,7 @@ from PIL import Image
 
 from diffcut_jax.io import paths
 from tests.helpers import REPO
-from tests.object_store import SCHEMES, ObjectStore
+from tests.object_store import SCHEMES, FlakyProxy, ObjectStore
 
 
 @pytest.fixture(scope="module", params=SCHEMES)
@@ -72,6 +72,21 @@ def test_whole_object_writes_and_exclusive_creation(store):
 
     paths.remove_tree(root / "a")
     assert not (root / "a" / "x.json").exists() and (root / "run.json").exists()
+
+
+def test_a_vocabulary_and_the_demo_samples_on_a_bucket(store, tmp_path, monkeypatch):
+    from diffcut_jax.demo import sample_images
+    from diffcut_jax.naming.vocabulary import parse_vocabulary
+
+    monkeypatch.setenv("DIFFCUT_JAX_CACHE", str(tmp_path / "cache"))
+    root = paths.as_path(store.bucket())
+    paths.write_text(root / "vocab.txt", "cat, kitty\ndog  # a comment\ngrass\n")
+    assert parse_vocabulary(str(root / "vocab.txt")).classes == (("cat", "kitty"), ("dog",), ("grass",))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "s.png")
+    store.upload(tmp_path / "s.png", str(root / "samples" / "s.png"))
+    samples = sample_images(tmp_path / "drawn", str(root / "samples"))
+    assert samples["s.png"].read_bytes() == (tmp_path / "s.png").read_bytes()
+    assert str(tmp_path / "cache" / "remote") in str(samples["s.png"])  # a local copy, cached
 
 
 def test_append_log_on_a_bucket_continues_and_loses_nothing(store, tmp_path):
@@ -227,3 +242,31 @@ def test_segment_reads_and_writes_a_bucket_and_never_a_local_scheme_folder(store
     from diffcut_jax.io.imageio import read_labels_png
 
     assert read_labels_png(labels).shape == (48, 64)
+
+
+@pytest.mark.slow
+def test_transient_5xx_replies_are_retried_and_counted(store, tiny, tmp_path):
+    """Every image's first read answered 503 (a proxy before the server): the client retries,
+    every image is segmented, and summary.json counts the retries."""
+    bucket = store.bucket()
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(src / f"q{i}.png")
+    store.upload(src, bucket + "in")
+    with FlakyProxy(store.endpoint) as proxy:
+        env = store.env(dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"))
+        env.update({"STORAGE_EMULATOR_HOST": proxy.endpoint} if store.scheme == "gs"
+                   else {"AWS_ENDPOINT_URL": proxy.endpoint})
+        out = tmp_path / "out"
+        res = subprocess.run(
+            [sys.executable, "-m", "diffcut_jax.launch.segment", "--model", str(tiny),
+             "--image_size", "64", "--output_dir", str(out), bucket + "in",
+             "--compilation_cache_dir=" + str(tmp_path / "cc")],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processed"] == 3 and summary["failed"] == 0
+    assert proxy.failed >= 3 and summary["storage_retries"] >= 3, (proxy.failed, summary)
+    assert len(list(out.glob("*_labels.png"))) == 3

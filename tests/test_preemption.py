@@ -151,6 +151,7 @@ def test_a_workdir_on_a_bucket_survives_a_killed_host(setup, tmp_path):
     import shutil
 
     from diffcut_jax.io import paths
+    from tests.helpers import kill_when, private_scratch
     from tests.object_store import ObjectStore
 
     args = [a for a in setup["args"] if not a.startswith("--compilation_cache_dir")]
@@ -163,18 +164,13 @@ def test_a_workdir_on_a_bucket_survives_a_killed_host(setup, tmp_path):
                 port = sock.getsockname()[1]
             procs = []
             for i in range(2):
-                host = tmp_path / f"host{i}"
-                for sub in ("cwd", "tmp", "home"):
-                    (host / sub).mkdir(parents=True, exist_ok=True)
-                if not (host / "cache").exists():  # its own cache, warm as a host image's
-                    shutil.copytree(setup["root"] / "cache", host / "cache")
+                host, private = private_scratch(tmp_path, f"host{i}", setup["root"] / "cache")
                 env = store.env(dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-                                     XLA_FLAGS="--xla_force_host_platform_device_count=1",
-                                     TMPDIR=str(host / "tmp"), HOME=str(host / "home"),
-                                     DIFFCUT_JAX_CACHE=str(host / "home" / "cache")))
+                                     XLA_FLAGS="--xla_force_host_platform_device_count=1", **private))
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "diffcut_jax.launch.eval", *args, f"--workdir={work}",
-                     f"--compilation_cache_dir={host / 'cache'}", *extra, "--distributed",
+                     f"--compilation_cache_dir={private['JAX_COMPILATION_CACHE_DIR']}", *extra,
+                     "--distributed",
                      f"--coordinator_address=localhost:{port}", "--num_processes=2",
                      f"--process_id={i}"],
                     cwd=host / "cwd", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -184,16 +180,7 @@ def test_a_workdir_on_a_bucket_survives_a_killed_host(setup, tmp_path):
         def checkpoints():
             return sorted(int(p.name[9:17]) for p in (work / "progress").glob("progress-*.ckpt"))
 
-        procs = start()
-        deadline = time.monotonic() + 600
-        while not checkpoints():
-            assert all(p.poll() is None for p in procs), procs[0].communicate()[1][-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-        for p in procs:
-            p.communicate(timeout=60)
+        kill_when(start(), checkpoints)
         stopped = checkpoints()[-1]
         assert 1 <= stopped < IMAGES // 2
         for i in range(2):  # the hosts come back with empty disks

@@ -21,7 +21,7 @@ from PIL import Image
 
 from diffcut_jax.io import imageio, paths
 from diffcut_jax.testing import tiny_spec, write_random_checkpoint
-from tests.helpers import MIXED_SIZES, REPO
+from tests.helpers import MIXED_SIZES, REPO, kill_when, private_scratch
 
 pytestmark = pytest.mark.slow
 
@@ -311,21 +311,6 @@ def test_the_library_call_writes_what_the_command_writes(data, tmp_path):
     _same_bytes(data["ref"], tmp_path / "pods")
 
 
-def _scratch(root: Path, name: str, warm: Path) -> tuple[Path, dict]:
-    """A process's private scratch: its own cwd, TMPDIR, HOME and caches (a pod's host). Its
-    compilation cache starts as a copy of `warm` (a host image with a warm cache): its own,
-    and no compile time spent again in CI."""
-    import shutil
-
-    folder = root / name
-    for sub in ("cwd", "tmp", "home", "cache"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copytree(warm, folder / "cache" / "jax")
-    return folder, {"TMPDIR": str(folder / "tmp"), "HOME": str(folder / "home"),
-                    "DIFFCUT_JAX_CACHE": str(folder / "cache"),
-                    "JAX_COMPILATION_CACHE_DIR": str(folder / "cache" / "jax")}
-
-
 def _two_processes(args, envs, cwds):
     port = _free_port()
     procs = [subprocess.Popen(
@@ -366,21 +351,12 @@ def test_two_processes_on_a_bucket_equal_the_local_run_and_resume_after_a_kill(d
                 "--read_threads", "0"]
 
         def start():
-            scratch = [_scratch(tmp_path, f"host{p}", data["root"] / "cache") for p in range(2)]
+            scratch = [private_scratch(tmp_path, f"host{p}", data["root"] / "cache") for p in range(2)]
             envs = [store.env({**_env(4), **extra}) for _, extra in scratch]
             return scratch, _two_processes(args, envs, [s / "cwd" for s, _ in scratch])
 
         scratch, procs = start()
-        deadline = time.monotonic() + 300
-        while not (out / "coco-0-00001.json").exists():
-            assert all(p.poll() is None for p in procs), \
-                "ended before it could be interrupted: " + procs[0].communicate()[1][-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-        for p in procs:
-            p.communicate(timeout=60)
+        kill_when(procs, (out / "coco-0-00001.json").exists, timeout=300)
         kept = {p.name: p.read_text() for p in out.glob("coco-*.json")}
         assert 2 <= len(kept) < 12 and not (out / "coco.json").exists(), sorted(kept)
         for folder, _ in scratch:  # the hosts come back with empty disks

@@ -134,10 +134,12 @@ class ObjectStore:
 class FlakyProxy:
     """A reverse proxy in front of a store's server that answers 503 to the first try of every
     object read (a GET of a path it has not failed before), then forwards: the transient 5xx
-    replies a storage client must retry. `.endpoint` replaces the server's in `env`."""
+    replies a storage client must retry. `delay`: seconds added to every object read instead (a
+    slow link, no failures). `.endpoint` replaces the server's in `env`."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, *, delay: float = 0.0):
         self.upstream = upstream.removeprefix("http://")
+        self.delay = delay
         self.port = _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.failed = 0
@@ -162,9 +164,11 @@ class FlakyProxy:
                 route = self.path.split("?", 1)[0]
                 read = self.command == "GET" and ("alt=media" in self.path or (
                     not route.startswith("/storage/") and route.strip("/").count("/") >= 1))
+                if read and proxy.delay:
+                    time.sleep(proxy.delay)
                 with lock:
                     proxy.requests.append(f"{self.command} {self.path}")
-                    fail = read and self.path not in seen
+                    fail = read and self.path not in seen and not proxy.delay
                     if read:
                         seen.add(self.path)
                     proxy.failed += fail

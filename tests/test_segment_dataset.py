@@ -326,7 +326,7 @@ def test_two_processes_on_a_bucket_equal_the_local_run_and_resume_after_a_kill(d
     127.0.0.1); two processes x 4 host devices sharing only the bucket and the coordinator.
     Killed (SIGKILL, both) part-way, their scratch deleted, rerun: the bucket's coco.json equals,
     byte for byte, the same two-process run on a local disk, and each image is labelled once."""
-    from tests.object_store import ObjectStore
+    from tests.object_store import FlakyProxy, ObjectStore
 
     common = [a for a in data["args"] if not a.startswith("--compilation_cache_dir")]
     common += ["--format", "coco", "--batch_size", "2", "--shard_size", "4"]
@@ -350,13 +350,17 @@ def test_two_processes_on_a_bucket_equal_the_local_run_and_resume_after_a_kill(d
         args = [*common, "--output_dir", str(out), "--inputs_from", bucket + "list.txt",
                 "--read_threads", "0"]
 
-        def start():
+        def start(endpoint=None):
             scratch = [private_scratch(tmp_path, f"host{p}", data["root"] / "cache") for p in range(2)]
             envs = [store.env({**_env(4), **extra}) for _, extra in scratch]
+            for env in envs if endpoint else ():
+                env["STORAGE_EMULATOR_HOST"] = endpoint
             return scratch, _two_processes(args, envs, [s / "cwd" for s, _ in scratch])
 
-        scratch, procs = start()
-        kill_when(procs, (out / "coco-0-00001.json").exists, timeout=300)
+        # Through a slow link (0.2 s an image read): the kill lands part-way, not after the end.
+        with FlakyProxy(store.endpoint, delay=0.2) as slow:
+            scratch, procs = start(slow.endpoint)
+            kill_when(procs, (out / "coco-0-00001.json").exists, timeout=300)
         kept = {p.name: p.read_text() for p in out.glob("coco-*.json")}
         assert 2 <= len(kept) < 12 and not (out / "coco.json").exists(), sorted(kept)
         for folder, _ in scratch:  # the hosts come back with empty disks

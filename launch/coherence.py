@@ -9,7 +9,6 @@ Cosine similarity of one patch's feature (row, column in feature coordinates: th
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 from absl import flags

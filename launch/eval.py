@@ -101,8 +101,9 @@ def class_table(result) -> str:
 
 
 def write_outputs(workdir: Path, cfg, result, extra: dict) -> None:
-    from diffcut_jax.io.paths import atomic_write, write_text
+    from diffcut_jax.io.paths import atomic_write, makedirs, write_text
 
+    makedirs(workdir)
     summary = {
         "benchmark": result.benchmark.name, "title": result.benchmark.title, "model": cfg.model.path,
         "miou": result.miou, "pixel_accuracy": result.pixel_accuracy,
@@ -240,7 +241,7 @@ def report(cfg, result, bench, workdir: Path, *, checkpoint_seconds: float = 0.0
     """Per-image records (every process), then the class table, summary line and files (process 0)."""
     import jax
 
-    from diffcut_jax.io.paths import write_text
+    from diffcut_jax.io.paths import makedirs, write_text
 
     openvocab = is_openvocab(cfg)
     expected = None if openvocab else bench.published_miou(
@@ -257,6 +258,7 @@ def report(cfg, result, bench, workdir: Path, *, checkpoint_seconds: float = 0.0
     if openvocab:  # the original's own number: per-image Jaccard, averaged over images
         extra["per_image_jaccard"] = result.per_image_jaccard
     # Per image (this process's images): segments, valid and correctly matched pixels.
+    makedirs(workdir)
     name = "per_image.jsonl" if jax.process_count() == 1 else f"per_image.{jax.process_index()}.jsonl"
     write_text(workdir / name, "".join(json.dumps(r) + "\n" for r in result.per_image))
     if jax.process_index() == 0:

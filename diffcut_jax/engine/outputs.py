@@ -59,17 +59,17 @@ class ImageFiles:
 
     def write(self, key: str, image, labels) -> dict[str, str]:
         """The label map and its overlay; returns their names (for the record)."""
-        paths = self.paths(key)
-        if not paths:
+        files = self.paths(key)
+        if not files:
             return {}
-        imageio.write_labels_png(paths["labels"], labels)
-        imageio.write_rgb_png(paths["overlay"], imageio.overlay(image, labels))
-        return {k: paths[k].name for k in SUFFIXES}
+        imageio.write_labels_png(files["labels"], labels)
+        imageio.write_rgb_png(files["overlay"], imageio.overlay(image, labels))
+        return {k: files[k].name for k in SUFFIXES}
 
     def write_classes(self, key: str, image, named, vocabulary) -> dict:
         """The class PNG, the per-image JSON and the overlay with a legend; returns a summary."""
-        paths = self.paths(key)
-        png, js, overlay = (paths[k] for k in CLASS_SUFFIXES)
+        files = self.paths(key)
+        png, js, overlay = (files[k] for k in CLASS_SUFFIXES)
         class_map = named.class_map[0]
         imageio.write_labels_png(png, np.maximum(class_map, 0))
         segments = named.segments(0)

@@ -58,6 +58,7 @@ class DatasetRun:
         self.process, self.count = jax.process_index(), jax.process_count()
         # A missing bucket, missing credentials or a denied write: one line, before any model.
         paths.check_output(self.out_dir, f"{option_prefix}output_dir")
+        paths.makedirs(self.out_dir)  # a local folder; a bucket has none to make
         for spec in [*inputs, *inputs_from]:
             paths.check_input(spec, "input")
         # Other processes may be writing into the same folder now: only old leftovers are removed.

@@ -220,14 +220,19 @@ def _describe(error: BaseException) -> str:
 
 def check_output(path, what: str = "output") -> None:
     """Fail early, before any model loads, where `path` cannot be written: a missing bucket,
-    missing or wrong credentials, a denied write. Writes and deletes one small object (a URL), or
-    creates the folder (local). Raises OutputLocationError with one line naming the URL."""
+    missing or wrong credentials, a denied write. Writes and deletes one small object (a URL);
+    locally, checks that the folder (or the nearest existing one above it, where it will be
+    created) can be written, and creates nothing. Raises OutputLocationError with one line naming
+    the URL or folder."""
     shown = redact(path)
     if not is_url(path):
-        try:
-            Path(path).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputLocationError(f"{what} {shown}: cannot create the folder ({e.strerror})") from None
+        folder = Path(path).expanduser().absolute()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise OutputLocationError(f"{what} {shown}: {folder} is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputLocationError(f"{what} {shown}: writing is denied ({folder})")
         return
     try:
         path = as_path(path)

@@ -86,11 +86,6 @@ def as_path(path):
     return UPath(text, **storage_options(m.group(1).lower()))
 
 
-def join(base, name: str):
-    """`base / name` for a path or URL given as text (relative names only)."""
-    return as_path(base) / name
-
-
 def resolve_relative(line: str, folder) -> str:
     """A path read from a list file in `folder`: absolute paths and URLs as they are; a relative
     path is relative to the list's folder when that folder is a URL (an object store has no
@@ -122,10 +117,6 @@ def remove_tree(path) -> None:
         pass
 
 
-def _scratch_dir() -> str:
-    return tempfile.gettempdir()
-
-
 def atomic_write(path, write) -> None:
     """`write(tmp)` to a local temporary file, then put it in place whole: renamed (local), or
     uploaded as one object (a bucket). No half-written file under the final name, ever."""
@@ -140,7 +131,7 @@ def atomic_write(path, write) -> None:
                 tmp.unlink()
         return
     path = as_path(path)
-    fd, name = tempfile.mkstemp(prefix="diffcut-upload-", suffix=PARTIAL_SUFFIX, dir=_scratch_dir())
+    fd, name = tempfile.mkstemp(prefix="diffcut-upload-", suffix=PARTIAL_SUFFIX, dir=tempfile.gettempdir())
     os.close(fd)
     tmp = Path(name)
     try:
@@ -205,10 +196,6 @@ def remove_partials(folder, *, older_than_s: float = 0.0) -> int:
         except FileNotFoundError:  # renamed or removed by its writer meanwhile
             pass
     return n
-
-
-def read_bytes(path) -> bytes:
-    return as_path(path).read_bytes()
 
 
 def _describe(error: BaseException) -> str:
